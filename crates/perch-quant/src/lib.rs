@@ -15,6 +15,7 @@
 //! The crate knows nothing of files or models.
 #![deny(missing_docs)]
 
+pub mod blocks;
 pub mod types;
 
 pub use types::{GgmlType, TypeInfo, UnknownType};
