@@ -1,2 +1,45 @@
-//! `cargo xtask`: maintainer tasks.
-fn main() {}
+//! `cargo xtask`: maintainer tasks (`cargo xtask --help`).
+
+mod ci;
+mod fixtures;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "perch maintainer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Fetch the pinned test fixtures (models/fixtures.toml) into models/cache/.
+    ///
+    /// Does nothing when every file is present with the right sha256.
+    Fixtures {
+        /// Regenerate the per-file lists and hashes in models/fixtures.toml from the
+        /// pinned archives instead.
+        #[arg(long)]
+        write_manifest: bool,
+    },
+    /// Run the whole check: fixtures, fmt, clippy -D warnings, all tests (ci profile).
+    Ci,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Fixtures { write_manifest } => fixtures::run(write_manifest),
+        Task::Ci => ci::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
