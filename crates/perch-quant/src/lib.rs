@@ -16,6 +16,10 @@
 #![deny(missing_docs)]
 
 pub mod blocks;
+pub mod dequant;
+pub mod tables;
 pub mod types;
 
 pub use types::{GgmlType, TypeInfo, UnknownType};
+
+pub use dequant::{QuantError, dequantize_row, has_dequantizer};
