@@ -77,7 +77,9 @@ pub enum GgufError {
     },
 
     /// The header claims more tensors than the rest of the file could describe.
-    #[error("header claims {count} tensors but the file could hold at most {max}")]
+    #[error(
+        "header claims {count} tensors but the file could hold at most {max} (damaged or truncated file?)"
+    )]
     TooManyTensors {
         /// The claimed count.
         count: u64,
@@ -86,7 +88,9 @@ pub enum GgufError {
     },
 
     /// The header claims more metadata entries than the rest of the file could hold.
-    #[error("header claims {count} metadata entries but the file could hold at most {max}")]
+    #[error(
+        "header claims {count} metadata entries but the file could hold at most {max} (damaged or truncated file?)"
+    )]
     TooManyKeys {
         /// The claimed count.
         count: u64,
@@ -97,6 +101,8 @@ pub enum GgufError {
     /// A string's length prefix points past the end of the file.
     #[error("{what}: string length {len} runs past the end of the file ({available} bytes left)")]
     StringPastEnd {
+        /// The section being read.
+        section: Section,
         /// Which string (`"key of metadata entry 3"`, `"value of 'general.name'"`).
         what: String,
         /// The length read.
@@ -109,6 +115,8 @@ pub enum GgufError {
     /// [`crate::MAX_KEY_LEN`], a tensor name longer than [`crate::MAX_TENSOR_NAME_LEN`]).
     #[error("{what}: string length {len} exceeds the limit of {max} bytes")]
     StringTooLong {
+        /// The section the string is in.
+        section: Section,
         /// Which string.
         what: String,
         /// Its length.
@@ -117,8 +125,9 @@ pub enum GgufError {
         max: u64,
     },
 
-    /// An array claims more elements than the file could hold or than [`crate::MAX_ARRAY_LEN`].
-    #[error("metadata '{key}': array of {len} {elem} elements is too long (at most {max} fit)")]
+    /// An array claims more elements than [`crate::MAX_ARRAY_LEN`] (an array that runs past
+    /// the end of the file is [`GgufError::Truncated`]).
+    #[error("metadata '{key}': array of {len} {elem} elements is longer than the limit of {max}")]
     ArrayTooLong {
         /// The key.
         key: String,
@@ -167,6 +176,8 @@ pub enum GgufError {
     /// A metadata key or tensor name that is not UTF-8.
     #[error("{what} is not valid UTF-8: {lossy:?}")]
     NameNotUtf8 {
+        /// The section the name is in.
+        section: Section,
         /// Which name (`"key of metadata entry 3"`, `"name of tensor 7"`).
         what: String,
         /// The name with invalid bytes replaced.
@@ -337,6 +348,40 @@ pub enum GgufError {
     /// A version the writer does not write (only 2 and 3).
     #[error("cannot write GGUF version {0}: only 2 and 3 are written")]
     WriteVersion(u32),
+}
+
+impl GgufError {
+    /// The section of the file a structural error was found in; `None` for errors that are
+    /// not about a file's structure (I/O, metadata lookups, writing).
+    pub fn section(&self) -> Option<Section> {
+        use GgufError::*;
+        Some(match self {
+            BadMagic { .. }
+            | UnsupportedVersion { .. }
+            | TooManyTensors { .. }
+            | TooManyKeys { .. } => Section::Header,
+            Truncated { section, .. }
+            | StringPastEnd { section, .. }
+            | StringTooLong { section, .. }
+            | NameNotUtf8 { section, .. } => *section,
+            ArrayTooLong { .. }
+            | NestingTooDeep { .. }
+            | UnknownValueType { .. }
+            | InvalidBool { .. }
+            | EmptyKey { .. }
+            | DuplicateKey { .. }
+            | AlignmentType { .. }
+            | BadAlignment { .. } => Section::Metadata,
+            DuplicateTensor { .. }
+            | TooManyDims { .. }
+            | ShapeOverflow { .. }
+            | UnknownTensorType { .. }
+            | RowNotBlockMultiple { .. }
+            | MisalignedTensor { .. } => Section::TensorInfo,
+            OffsetPastEnd { .. } | OverlappingTensors { .. } => Section::Data,
+            _ => return None,
+        })
+    }
 }
 
 fn version_message(version: u32) -> String {

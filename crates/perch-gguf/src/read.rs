@@ -96,6 +96,7 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         if len > max {
             return Err(GgufError::StringTooLong {
+                section: self.section,
                 what: what.describe(),
                 len,
                 max,
@@ -103,6 +104,7 @@ impl<'a> Cursor<'a> {
         }
         if len > self.remaining() {
             return Err(GgufError::StringPastEnd {
+                section: self.section,
                 what: what.describe(),
                 len,
                 available: self.remaining(),
@@ -117,6 +119,7 @@ impl<'a> Cursor<'a> {
         match std::str::from_utf8(b) {
             Ok(s) => Ok(s.to_string()),
             Err(_) => Err(GgufError::NameNotUtf8 {
+                section: self.section,
                 what: what.describe(),
                 lossy: String::from_utf8_lossy(b).into_owned(),
             }),
@@ -307,13 +310,23 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
     let elem = read_type(c, key)?;
     let w = What::Value(key);
     let n = c.u64(w)?;
-    let max = MAX_ARRAY_LEN.min(c.remaining() / elem.min_encoded_size());
-    if n > max {
+    if n > MAX_ARRAY_LEN {
         return Err(GgufError::ArrayTooLong {
             key: key.to_string(),
             elem,
             len: n,
-            max,
+            max: MAX_ARRAY_LEN,
+        });
+    }
+    // Each element takes at least its minimal encoding: refuse before allocating.
+    let min_bytes = n * elem.min_encoded_size();
+    if min_bytes > c.remaining() {
+        return Err(GgufError::Truncated {
+            section: c.section,
+            what: format!("the value of '{key}' ({n} {elem} elements)"),
+            offset: c.pos as u64,
+            end: c.pos as u64 + min_bytes,
+            file_len: c.buf.len() as u64,
         });
     }
     Ok(match elem {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use perch_quant::GgmlType;
 
-use crate::error::{GgufError, Result};
+use crate::error::{GgufError, Result, Section};
 use crate::file::GgufFile;
 use crate::metadata::Metadata;
 use crate::read::MAGIC;
@@ -40,7 +40,12 @@ fn plan(
         if key.is_empty() {
             return Err(GgufError::EmptyKey { index: i as u64 });
         }
-        check_len(&format!("metadata key '{key}'"), key.len(), MAX_KEY_LEN)?;
+        check_len(
+            Section::Metadata,
+            || format!("metadata key '{key}'"),
+            key.len(),
+            MAX_KEY_LEN,
+        )?;
         check_value(key, value, 0)?;
     }
     let alignment = match metadata.get(KEY_ALIGNMENT) {
@@ -62,7 +67,8 @@ fn plan(
     let mut out = Vec::new();
     for mut t in tensors {
         check_len(
-            &format!("tensor name '{}'", t.name),
+            Section::TensorInfo,
+            || format!("tensor name '{}'", t.name),
             t.name.len(),
             MAX_TENSOR_NAME_LEN,
         )?;
@@ -91,10 +97,12 @@ fn plan(
     Ok((alignment, out))
 }
 
-fn check_len(what: &str, len: usize, max: u64) -> Result<()> {
+/// A string no longer than `max`; `what` names it in the error.
+fn check_len(section: Section, what: impl FnOnce() -> String, len: usize, max: u64) -> Result<()> {
     if len as u64 > max {
         return Err(GgufError::StringTooLong {
-            what: what.to_string(),
+            section,
+            what: what(),
             len: len as u64,
             max,
         });
@@ -104,7 +112,12 @@ fn check_len(what: &str, len: usize, max: u64) -> Result<()> {
 
 fn check_value(key: &str, v: &Value, depth: usize) -> Result<()> {
     match v {
-        Value::String(s) => check_len(&format!("the value of '{key}'"), s.len(), MAX_STRING_LEN),
+        Value::String(s) => check_len(
+            Section::Metadata,
+            || format!("the value of '{key}'"),
+            s.len(),
+            MAX_STRING_LEN,
+        ),
         Value::Array(a) => check_array(key, a, depth + 1),
         _ => Ok(()),
     }
@@ -126,22 +139,48 @@ fn check_array(key: &str, a: &Array, depth: usize) -> Result<()> {
         });
     }
     match a {
-        Array::String(v) => v
-            .iter()
-            .try_for_each(|s| check_len(&format!("the value of '{key}'"), s.len(), MAX_STRING_LEN)),
+        Array::String(v) => v.iter().try_for_each(|s| {
+            check_len(
+                Section::Metadata,
+                || format!("the value of '{key}'"),
+                s.len(),
+                MAX_STRING_LEN,
+            )
+        }),
         Array::Array(v) => v.iter().try_for_each(|a| check_array(key, a, depth + 1)),
         _ => Ok(()),
+    }
+}
+
+/// How the part before the data section is written.
+#[derive(Clone, Copy)]
+struct HeadOptions {
+    /// Format version, 2 or 3.
+    version: u32,
+    /// Pad the end of the tensor infos to the alignment even when there are no tensors.
+    /// llama.cpp and gguf-py do today; some older vocab-only files stop unpadded, and
+    /// rewriting those must not add padding.
+    pad_without_tensors: bool,
+}
+
+impl HeadOptions {
+    fn version(version: u32) -> Self {
+        HeadOptions {
+            version,
+            pad_without_tensors: true,
+        }
     }
 }
 
 /// Writes everything up to the data section; returns the bytes written.
 fn write_head<W: Write>(
     w: &mut W,
-    version: u32,
+    opts: HeadOptions,
     metadata: &Metadata,
     tensors: &[TensorInfo],
     alignment: u64,
 ) -> std::io::Result<u64> {
+    let version = opts.version;
     let mut c = Counting { w, n: 0 };
     c.put(&MAGIC)?;
     c.put(&version.to_le_bytes())?;
@@ -161,7 +200,9 @@ fn write_head<W: Write>(
         c.put(&t.ty.id().to_le_bytes())?;
         c.put(&t.offset.to_le_bytes())?;
     }
-    c.pad(alignment)?;
+    if !tensors.is_empty() || opts.pad_without_tensors {
+        c.pad(alignment)?;
+    }
     Ok(c.n)
 }
 
@@ -252,12 +293,12 @@ impl<W: Write> Body<W> {
     fn new(
         mut out: W,
         path: PathBuf,
-        version: u32,
+        opts: HeadOptions,
         metadata: &Metadata,
         tensors: impl IntoIterator<Item = TensorInfo>,
     ) -> Result<(Self, u64)> {
-        let (alignment, tensors) = plan(version, metadata, tensors)?;
-        let head = write_head(&mut out, version, metadata, &tensors, alignment);
+        let (alignment, tensors) = plan(opts.version, metadata, tensors)?;
+        let head = write_head(&mut out, opts, metadata, &tensors, alignment);
         let head = head.map_err(|e| io_err(path.clone(), e))?;
         let mut body = Body {
             out,
@@ -311,6 +352,15 @@ impl<W: Write> Body<W> {
     }
 
     fn whole(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let declared_empty = || {
+            self.tensors
+                .iter()
+                .any(|t| t.name == name && t.n_bytes == 0)
+        };
+        if data.is_empty() && declared_empty() {
+            // A zero-byte tensor has nothing to write, wherever it is in the order.
+            return Ok(());
+        }
         match self.current() {
             Some(t) if t.name == name && self.done == 0 => {
                 if data.len() as u64 != t.n_bytes {
@@ -321,26 +371,18 @@ impl<W: Write> Body<W> {
                     });
                 }
             }
+            _ if declared_empty() => {
+                return Err(GgufError::DataSize {
+                    tensor: name.to_string(),
+                    expected: 0,
+                    got: data.len() as u64,
+                });
+            }
             Some(t) => {
                 return Err(GgufError::WriteOrder(format!(
                     "data for tensor '{name}' given while tensor '{}' is expected next",
                     t.name
                 )));
-            }
-            None if self
-                .tensors
-                .iter()
-                .any(|t| t.name == name && t.n_bytes == 0) =>
-            {
-                // A declared zero-byte tensor: nothing to write.
-                if !data.is_empty() {
-                    return Err(GgufError::DataSize {
-                        tensor: name.to_string(),
-                        expected: 0,
-                        got: data.len() as u64,
-                    });
-                }
-                return Ok(());
             }
             None => {
                 return Err(GgufError::WriteOrder(format!(
@@ -412,6 +454,15 @@ impl GgufWriter {
         metadata: &Metadata,
         tensors: impl IntoIterator<Item = TensorInfo>,
     ) -> Result<GgufWriter> {
+        Self::create_with(path, HeadOptions::version(version), metadata, tensors)
+    }
+
+    fn create_with(
+        path: impl AsRef<Path>,
+        opts: HeadOptions,
+        metadata: &Metadata,
+        tensors: impl IntoIterator<Item = TensorInfo>,
+    ) -> Result<GgufWriter> {
         let path = path.as_ref().to_path_buf();
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -423,7 +474,7 @@ impl GgufWriter {
             .tempfile_in(&dir)
             .map_err(|e| io_err(dir.clone(), e))?;
         let out = BufWriter::with_capacity(1 << 20, tmp);
-        let (body, head_len) = Body::new(out, path.clone(), version, metadata, tensors)?;
+        let (body, head_len) = Body::new(out, path.clone(), opts, metadata, tensors)?;
         Ok(GgufWriter {
             body,
             path,
@@ -472,9 +523,13 @@ impl GgufWriter {
 }
 
 /// Writes a whole file in memory: version, metadata and tensors given, bytes out.
-fn encode(version: u32, metadata: &Metadata, tensors: &[(TensorInfo, &[u8])]) -> Result<Vec<u8>> {
+fn encode(
+    opts: HeadOptions,
+    metadata: &Metadata,
+    tensors: &[(TensorInfo, &[u8])],
+) -> Result<Vec<u8>> {
     let infos = tensors.iter().map(|(t, _)| t.clone());
-    let (mut body, _) = Body::new(Vec::new(), "<memory>".into(), version, metadata, infos)?;
+    let (mut body, _) = Body::new(Vec::new(), "<memory>".into(), opts, metadata, infos)?;
     for (t, data) in tensors {
         body.whole(&t.name, data)?;
     }
@@ -573,7 +628,7 @@ impl GgufBuilder {
             .iter()
             .map(|(t, d)| (t.clone(), d.as_slice()))
             .collect();
-        encode(self.version, &self.metadata, &tensors)
+        encode(HeadOptions::version(self.version), &self.metadata, &tensors)
     }
 
     /// The file, opened from memory.
@@ -596,9 +651,9 @@ impl GgufFile {
     /// Writes this file's version, metadata and tensors to `path` with [`GgufWriter`]. For
     /// a file laid out as llama.cpp and gguf-py write them, the result is byte-identical.
     pub fn write_to(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut w = GgufWriter::create_version(
+        let mut w = GgufWriter::create_with(
             path,
-            self.version(),
+            self.head_options(),
             self.metadata(),
             self.tensors().iter().cloned(),
         )?;
@@ -614,7 +669,15 @@ impl GgufFile {
             .tensor_views()
             .map(|v| (v.info.clone(), v.data))
             .collect();
-        encode(self.version(), self.metadata(), &tensors)
+        encode(self.head_options(), self.metadata(), &tensors)
+    }
+
+    /// The version, and whether a file without tensors was padded after its infos.
+    fn head_options(&self) -> HeadOptions {
+        HeadOptions {
+            version: self.version(),
+            pad_without_tensors: self.data_offset() % self.alignment() == 0,
+        }
     }
 }
 
