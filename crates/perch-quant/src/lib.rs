@@ -15,11 +15,21 @@
 //! The crate knows nothing of files or models.
 #![deny(missing_docs)]
 
+pub mod activations;
 pub mod blocks;
+pub mod dot;
+pub mod matmul;
+pub mod simd;
 pub mod dequant;
+pub mod quantize;
 pub mod tables;
 pub mod types;
 
+pub use activations::QuantizedActivations;
+pub use dot::vec_dot_type;
+pub use matmul::{MatmulError, WeightMatrix, matmul};
+pub use simd::{SimdLevel, simd_level};
 pub use types::{GgmlType, TypeInfo, UnknownType};
 
 pub use dequant::{QuantError, dequantize_row, has_dequantizer};
+pub use quantize::{has_quantizer, quantize_row};

@@ -1,0 +1,393 @@
+//! The activation side of the dot products: `f32` rows turned into the type each weight type's
+//! kernel reads ([`vec_dot_type`](crate::dot::vec_dot_type)), once per layer input.
+//!
+//! The quantizers here are ggml's *CPU* ones, the ones llama.cpp runs on x86-64 (its
+//! `type_traits_cpu[..].from_float`), because they decide the engine's numbers:
+//!
+//! * Q8_0 and Q8_1 follow `quantize_row_q8_0`/`quantize_row_q8_1` of ggml's x86 backend:
+//!   `d = amax / 127`, multiplier `127 / amax`, rounding half to even. (ggml's portable
+//!   `quantize_row_q8_0_ref`, used for *weight* files, takes `1 / d` and rounds half away from
+//!   zero; the two differ on rare ties and one-ulp multipliers.)
+//! * Q8_K is `quantize_row_q8_K_ref` (ggml uses it on every architecture): scale from the
+//!   signed element of largest magnitude, `-127 / max`, rounding half to even, sums of 16.
+//! * F16 rounds to nearest even (F16C's `vcvtps2ph`); BF16 rounds to nearest even with NaN
+//!   kept quiet (`ggml_compute_fp32_to_bf16`).
+//!
+//! The same scalar code runs at every SIMD level, so the quantized activations never depend on
+//! the level: only the dot products do, within their stated tolerance.
+
+use rayon::prelude::*;
+
+use crate::blocks::{BlockQ8_0, BlockQ8_1, BlockQ8K, F16Le, F32Le, I16Le, as_blocks_mut};
+use crate::types::{GgmlType, QK_K};
+
+/// Activations that cannot be quantized as asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActivationError {
+    /// The type is not an activation type (F32, F16, BF16, Q8_0, Q8_1, Q8_K).
+    #[error("{0} is not an activation type (expected f32, f16, bf16, q8_0, q8_1 or q8_K)")]
+    NotAnActivationType(GgmlType),
+    /// The row length is not a whole number of the type's blocks.
+    #[error("{cols} columns are not a whole number of {ty} blocks of {block}")]
+    PartialBlock {
+        /// The activation type.
+        ty: GgmlType,
+        /// Columns asked for.
+        cols: usize,
+        /// Elements per block of `ty`.
+        block: usize,
+    },
+    /// `x` does not hold `rows * cols` values.
+    #[error("input holds {len} values, expected {rows} rows x {cols} columns")]
+    Shape {
+        /// Length of the input.
+        len: usize,
+        /// Rows asked for.
+        rows: usize,
+        /// Columns asked for.
+        cols: usize,
+    },
+}
+
+/// Whether `ty` can hold activations.
+pub fn is_activation_type(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::Q8_K
+    )
+}
+
+/// `rows x cols` activations stored in one activation type, row after row. Build one per layer
+/// input and activation type, and reuse it: [`QuantizedActivations::quantize`] keeps the buffer.
+#[derive(Clone, Debug)]
+pub struct QuantizedActivations {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl Default for QuantizedActivations {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QuantizedActivations {
+    /// An empty set (zero rows of F32).
+    pub fn new() -> Self {
+        QuantizedActivations {
+            ty: GgmlType::F32,
+            rows: 0,
+            cols: 0,
+            row_bytes: 0,
+            data: Vec::new(),
+        }
+    }
+
+    /// Replaces the contents with `x` (`rows` rows of `cols`, row-major) converted to `ty`.
+    /// Reuses the buffer; rows are converted in parallel on the current rayon pool.
+    pub fn quantize(
+        &mut self,
+        ty: GgmlType,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), ActivationError> {
+        if !is_activation_type(ty) {
+            return Err(ActivationError::NotAnActivationType(ty));
+        }
+        let block = ty.block_size();
+        if cols % block != 0 {
+            return Err(ActivationError::PartialBlock { ty, cols, block });
+        }
+        if rows.checked_mul(cols) != Some(x.len()) {
+            return Err(ActivationError::Shape {
+                len: x.len(),
+                rows,
+                cols,
+            });
+        }
+        let row_bytes = cols / block * ty.type_size();
+        self.ty = ty;
+        self.rows = rows;
+        self.cols = cols;
+        self.row_bytes = row_bytes;
+        self.data.clear();
+        self.data.resize(rows * row_bytes, 0);
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let f = |(dst, src): (&mut [u8], &[f32])| quantize_row_into(ty, src, dst);
+        // Parallel only when there is enough work to pay for the fork.
+        if rows > 1 && rows * cols >= 16 * 1024 {
+            self.data
+                .par_chunks_mut(row_bytes)
+                .zip(x.par_chunks(cols))
+                .for_each(f);
+        } else {
+            self.data
+                .chunks_mut(row_bytes)
+                .zip(x.chunks(cols))
+                .for_each(f);
+        }
+        Ok(())
+    }
+
+    /// The activation type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Elements per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The bytes of row `r`.
+    ///
+    /// # Panics
+    /// When `r >= self.rows()`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// All rows' bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Converts one row `x` into `dst` (exactly the row's bytes of type `ty`). `ty` must be an
+/// activation type and `x.len()` a whole number of its blocks.
+fn quantize_row_into(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
+    match ty {
+        GgmlType::F32 => {
+            for (d, v) in dst.chunks_exact_mut(4).zip(x) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&f32_to_bf16_bits(*v).to_le_bytes());
+            }
+        }
+        GgmlType::Q8_0 => quantize_row_q8_0(
+            x,
+            as_blocks_mut(dst).expect("row bytes are whole Q8_0 blocks"),
+        ),
+        GgmlType::Q8_1 => quantize_row_q8_1(
+            x,
+            as_blocks_mut(dst).expect("row bytes are whole Q8_1 blocks"),
+        ),
+        GgmlType::Q8_K => quantize_row_q8_k(
+            x,
+            as_blocks_mut(dst).expect("row bytes are whole Q8_K blocks"),
+        ),
+        other => unreachable!("{other} is not an activation type (checked by the caller)"),
+    }
+}
+
+/// `f32` to bfloat16 bits, rounding to nearest even, NaN kept and made quiet
+/// (ggml's `ggml_compute_fp32_to_bf16`).
+#[inline]
+pub fn f32_to_bf16_bits(v: f32) -> u16 {
+    let u = v.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+}
+
+/// Largest absolute value, `0` for an empty slice.
+#[inline]
+fn amax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Rounds `v` to the nearest integer (ties to even) and saturates to `i8`, as
+/// `vcvtps2dq` + `vpackssdw` + `vpacksswb` do.
+#[inline]
+fn round_sat_i8(v: f32) -> i8 {
+    v.round_ties_even().clamp(-128.0, 127.0) as i8
+}
+
+/// Quantizes `x` (32 values per block) to Q8_0 as ggml's x86 `quantize_row_q8_0` does.
+///
+/// # Panics
+/// When `x.len() != 32 * y.len()`.
+pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(x.len(), y.len() * 32, "Q8_0 row length");
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let m = amax(xb);
+        let d = m / 127.0;
+        yb.d = F16Le::from_f32(d);
+        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
+        for (q, v) in yb.qs.iter_mut().zip(xb) {
+            *q = round_sat_i8(v * id);
+        }
+    }
+}
+
+/// Quantizes `x` (32 values per block) to Q8_1 as ggml's x86 `quantize_row_q8_1` does:
+/// Q8_0's quants plus `s = f16(d * sum(q))`.
+///
+/// # Panics
+/// When `x.len() != 32 * y.len()`.
+pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_eq!(x.len(), y.len() * 32, "Q8_1 row length");
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let m = amax(xb);
+        let d = m / 127.0;
+        yb.d = F16Le::from_f32(d);
+        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in yb.qs.iter_mut().zip(xb) {
+            *q = round_sat_i8(v * id);
+            sum += i32::from(*q);
+        }
+        yb.s = F16Le::from_f32(d * sum as f32);
+    }
+}
+
+/// Quantizes `x` (256 values per block) to Q8_K as ggml's `quantize_row_q8_K_ref` does.
+/// An all-zero block gets `d = 0`, zero quants and zero sums.
+///
+/// # Panics
+/// When `x.len() != 256 * y.len()`.
+pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    assert_eq!(x.len(), y.len() * QK_K, "Q8_K row length");
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut max = 0.0f32;
+        let mut am = 0.0f32;
+        for &v in xb {
+            if v.abs() > am {
+                am = v.abs();
+                max = v;
+            }
+        }
+        if am == 0.0 {
+            *yb = bytemuck::Zeroable::zeroed();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in yb.qs.iter_mut().zip(xb) {
+            // |iscale * v| <= 127 by construction; ggml clamps the top only.
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (s, g) in yb.bsums.iter_mut().zip(yb.qs.chunks_exact(16)) {
+            *s = I16Le::new(g.iter().map(|&q| i16::from(q)).sum());
+        }
+        yb.d = F32Le::new(1.0 / iscale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_rounds_half_to_even_with_127_over_amax() {
+        // amax 127 makes the multiplier exactly 1, so the quants are the rounded inputs.
+        let mut x = [0.0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -2.5;
+        x[3] = 3.5;
+        x[4] = -0.5;
+        let mut y = [BlockQ8_0::zeroed(); 1];
+        quantize_row_q8_0(&x, &mut y);
+        assert_eq!(y[0].d.to_f32(), 1.0);
+        assert_eq!(&y[0].qs[..5], &[127, 2, -2, 4, 0]);
+    }
+
+    #[test]
+    fn q8_1_sum_and_zero_block() {
+        let x: Vec<f32> = (0..64)
+            .map(|i| if i < 32 { 0.0 } else { (i - 40) as f32 })
+            .collect();
+        let mut y = [BlockQ8_1::zeroed(); 2];
+        quantize_row_q8_1(&x, &mut y);
+        assert_eq!(y[0].d.to_bits(), 0);
+        assert_eq!(y[0].s.to_bits(), 0);
+        assert!(y[0].qs.iter().all(|&q| q == 0));
+        let sum: i32 = y[1].qs.iter().map(|&q| i32::from(q)).sum();
+        let d = 23.0f32 / 127.0;
+        assert_eq!(y[1].s, F16Le::from_f32(d * sum as f32));
+        assert_eq!(y[1].qs[31], 127);
+    }
+
+    #[test]
+    fn q8_k_uses_signed_max() {
+        let mut x = [0.5f32; 256];
+        x[7] = 4.0;
+        x[9] = -2.0;
+        let mut y = [BlockQ8K::zeroed(); 1];
+        quantize_row_q8_k(&x, &mut y);
+        // The largest magnitude is +4, so iscale = -127/4 and the quants are negated.
+        assert_eq!(y[0].qs[7], -127);
+        assert_eq!(y[0].qs[9], 64); // -31.75 * -2 = 63.5 -> 64 (even)
+        assert_eq!(y[0].d.get(), 1.0 / (-127.0f32 / 4.0));
+        let s0: i16 = y[0].qs[..16].iter().map(|&q| i16::from(q)).sum();
+        assert_eq!(y[0].bsums[0].get(), s0);
+        // An all-zero block.
+        let mut z = [BlockQ8K::zeroed(); 1];
+        z[0].bsums[3] = I16Le::new(5);
+        quantize_row_q8_k(&[0.0; 256], &mut z);
+        assert_eq!(z[0], BlockQ8K::zeroed());
+    }
+
+    #[test]
+    fn bf16_rounding_and_nan() {
+        assert_eq!(f32_to_bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even wins.
+        assert_eq!(f32_to_bf16_bits(1.0 + 2f32.powi(-8)), 0x3f80);
+        assert_eq!(f32_to_bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(f32_to_bf16_bits(f32::from_bits(0x7f80_0001)), 0x7fc0);
+    }
+
+    #[test]
+    fn quantize_validates_shapes() {
+        let mut a = QuantizedActivations::new();
+        assert_eq!(
+            a.quantize(GgmlType::Q4_0, &[0.0; 32], 1, 32),
+            Err(ActivationError::NotAnActivationType(GgmlType::Q4_0))
+        );
+        assert!(matches!(
+            a.quantize(GgmlType::Q8_K, &[0.0; 32], 1, 32),
+            Err(ActivationError::PartialBlock { .. })
+        ));
+        assert!(matches!(
+            a.quantize(GgmlType::Q8_0, &[0.0; 64], 3, 32),
+            Err(ActivationError::Shape { .. })
+        ));
+        a.quantize(GgmlType::Q8_0, &[1.0; 128], 2, 64).unwrap();
+        assert_eq!((a.rows(), a.cols(), a.row_bytes()), (2, 64, 68));
+        assert_eq!(a.row(1).len(), 68);
+        a.quantize(GgmlType::F16, &[1.0; 6], 2, 3).unwrap();
+        assert_eq!(a.row(1), &[0x00, 0x3c, 0x00, 0x3c, 0x00, 0x3c]);
+    }
+
+    use bytemuck::Zeroable;
+}

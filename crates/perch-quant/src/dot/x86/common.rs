@@ -1,0 +1,118 @@
+//! Small AVX2 building blocks shared by the x86 kernels, and the two ways of multiplying
+//! 8-bit vectors (`mul_avx2`: `vpmaddubsw` + `vpmaddwd`; `mul_vnni`: AVX-512 VNNI `vpdpbusd`).
+//!
+//! All helpers are `#[target_feature]` functions, so they inline into kernels compiled with
+//! the same or more features.
+
+use core::arch::x86_64::*;
+
+/// Half bits to `f32` with F16C (one `vcvtph2ps`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn h2f(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// Loads 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn load32<T: bytemuck::Pod>(a: &[T; 32]) -> __m256i {
+    const { assert!(size_of::<T>() == 1) };
+    // SAFETY: `a` is 32 readable bytes (T is one byte, checked at compile time); the load is
+    // unaligned.
+    unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+}
+
+/// Loads 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn load16(a: &[u8; 16]) -> __m128i {
+    // SAFETY: `a` is 16 readable bytes; the load is unaligned.
+    unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
+}
+
+/// 16 bytes of nibbles to 32 bytes: low nibbles in bytes 0..16, high nibbles in 16..32
+/// (ggml's `bytes_from_nibbles_32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn nibbles32(qs: &[u8; 16]) -> __m256i {
+    let t = load16(qs);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+/// 32 bits to 32 bytes, each `0xFF` where its bit is set (ggml's `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn bits32(x: u32) -> __m256i {
+    let shuf = _mm256_setr_epi64x(
+        0x0000_0000_0000_0000,
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// A 16-entry byte table repeated in both 128-bit lanes, for `vpshufb` look-ups.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn table16(t: &[i8; 16]) -> __m256i {
+    // SAFETY: `t` is 16 readable bytes; the load is unaligned.
+    let v = unsafe { _mm_loadu_si128(t.as_ptr().cast()) };
+    _mm256_set_m128i(v, v)
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_ps(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// 8-bit products with `vpmaddubsw` + `vpmaddwd`.
+pub(crate) mod mul_avx2 {
+    use core::arch::x86_64::*;
+
+    /// Unsigned `u` (each byte < 128, or pairs that cannot saturate 16 bits) times signed `s`,
+    /// each group of four summed into an `i32` lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn mul_sum_us8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+
+    /// Signed `x` times signed `y` (`y` in `[-127, 127]`), each group of four summed into an
+    /// `i32` lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+        mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+    }
+}
+
+/// 8-bit products with AVX-512 VNNI `vpdpbusd` (256-bit form, AVX-512 VL).
+pub(crate) mod mul_vnni {
+    use core::arch::x86_64::*;
+
+    /// Unsigned `u` times signed `s`, each group of four summed into an `i32` lane (no
+    /// intermediate saturation).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn mul_sum_us8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    /// Signed `x` times signed `y` (`y` in `[-127, 127]`), each group of four summed into an
+    /// `i32` lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+        mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+    }
+}

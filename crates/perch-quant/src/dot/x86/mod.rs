@@ -1,0 +1,79 @@
+//! x86-64 kernels: the per-level tables and the safe wrappers around the
+//! `#[target_feature]` functions.
+//!
+//! Soundness rests on one rule: the wrappers here are private to the crate and handed out
+//! only by [`avx2_fn`] / [`avx512_fn`], which `dot_fn` calls only for levels
+//! [`SimdLevel::is_supported`](crate::simd::SimdLevel::is_supported) confirmed on this CPU.
+//!
+//! The AVX-512 intrinsics used here are stable since Rust 1.89, above the workspace's declared
+//! `rust-version` (1.85); the toolchain the project builds with is newer. Raising the
+//! workspace's `rust-version` to 1.89 would make the lint allowance below unnecessary.
+#![allow(clippy::incompatible_msrv)]
+
+pub(crate) mod common;
+mod float;
+mod legacy;
+
+use super::{DotFn, cast};
+use crate::blocks::*;
+use crate::simd::cpu;
+use crate::types::GgmlType;
+
+/// Wraps a typed `#[target_feature]` kernel as a [`DotFn`].
+macro_rules! tf_wrap {
+    ($f:path, $w:ty, $x:ty) => {{
+        fn w(a: &[u8], b: &[u8]) -> f32 {
+            // SAFETY: handed out only for a level the CPU supports (see the module docs),
+            // which includes every feature `$f` is compiled with.
+            unsafe { $f(cast::<$w>(a), cast::<$x>(b)) }
+        }
+        w as DotFn
+    }};
+    ($f:path) => {{
+        fn w(a: &[u8], b: &[u8]) -> f32 {
+            // SAFETY: handed out only for a level the CPU supports (see the module docs),
+            // which includes every feature `$f` is compiled with.
+            unsafe { $f(a, b) }
+        }
+        w as DotFn
+    }};
+}
+
+/// The AVX2 kernel for `ty`, if there is one.
+pub(super) fn avx2_fn(ty: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    use legacy::avx2 as l;
+    Some(match ty {
+        F32 => tf_wrap!(float::f32_avx2),
+        F16 => tf_wrap!(float::f16_avx2),
+        BF16 => tf_wrap!(float::bf16_avx2),
+        Q4_0 => tf_wrap!(l::q4_0, BlockQ4_0, BlockQ8_0),
+        Q4_1 => tf_wrap!(l::q4_1, BlockQ4_1, BlockQ8_1),
+        Q5_0 => tf_wrap!(l::q5_0, BlockQ5_0, BlockQ8_0),
+        Q5_1 => tf_wrap!(l::q5_1, BlockQ5_1, BlockQ8_1),
+        Q8_0 => tf_wrap!(l::q8_0, BlockQ8_0, BlockQ8_0),
+        IQ4_NL => tf_wrap!(l::iq4_nl, BlockIq4Nl, BlockQ8_0),
+        MXFP4 => tf_wrap!(l::mxfp4, BlockMxfp4, BlockQ8_0),
+        _ => return None,
+    })
+}
+
+/// The AVX-512 kernel for `ty`, if there is one.
+pub(super) fn avx512_fn(ty: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    use legacy::avx512 as l;
+    Some(match ty {
+        F32 => tf_wrap!(float::f32_avx512),
+        F16 => tf_wrap!(float::f16_avx512),
+        BF16 if cpu().avx512_bf16 => tf_wrap!(float::bf16_avx512bf16),
+        BF16 => tf_wrap!(float::bf16_avx512),
+        Q4_0 => tf_wrap!(l::q4_0, BlockQ4_0, BlockQ8_0),
+        Q4_1 => tf_wrap!(l::q4_1, BlockQ4_1, BlockQ8_1),
+        Q5_0 => tf_wrap!(l::q5_0, BlockQ5_0, BlockQ8_0),
+        Q5_1 => tf_wrap!(l::q5_1, BlockQ5_1, BlockQ8_1),
+        Q8_0 => tf_wrap!(l::q8_0, BlockQ8_0, BlockQ8_0),
+        IQ4_NL => tf_wrap!(l::iq4_nl, BlockIq4Nl, BlockQ8_0),
+        MXFP4 => tf_wrap!(l::mxfp4, BlockMxfp4, BlockQ8_0),
+        _ => return None,
+    })
+}

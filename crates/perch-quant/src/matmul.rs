@@ -1,0 +1,321 @@
+//! Matrix products the engine calls: a weight matrix (rows = output features, each row
+//! `cols` elements of one ggml type) times a batch of activation rows, parallel over output
+//! rows with rayon.
+//!
+//! `out[r * w.rows() + o] = dot(W row o, x row r)`. Work is split into chunks of consecutive
+//! weight rows; within a chunk, each activation row is run against every weight row of the
+//! chunk, so a chunk's weights are read from memory once and then served from cache for all
+//! activation rows (where batching wins on a memory-bound CPU), and each activation row stays
+//! in L1 across the chunk.
+
+use rayon::prelude::*;
+
+use crate::activations::QuantizedActivations;
+use crate::dot::{DotFn, dot_fn, scalar_fn, vec_dot_type};
+use crate::simd::{SimdLevel, simd_level};
+use crate::types::GgmlType;
+
+/// A matrix product that cannot be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MatmulError {
+    /// The weight type has no dot-product kernel.
+    #[error("no matrix product for weight type {0}")]
+    Unsupported(GgmlType),
+    /// The row length is not a whole number of the weight type's blocks (or of its
+    /// activation type's blocks).
+    #[error("{cols} columns are not a whole number of {ty} blocks (and of its activation type's)")]
+    PartialBlock {
+        /// Weight type.
+        ty: GgmlType,
+        /// Columns.
+        cols: usize,
+    },
+    /// The data is not `rows` rows of `cols` elements.
+    #[error("weight data of {got} bytes, expected {expected} for {rows} x {cols} {ty}")]
+    DataLength {
+        /// Weight type.
+        ty: GgmlType,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The activations are of the wrong type for the weights.
+    #[error("weights of type {weight} need {expected} activations, got {got}")]
+    ActivationType {
+        /// Weight type.
+        weight: GgmlType,
+        /// `vec_dot_type(weight)`.
+        expected: GgmlType,
+        /// The activations' type.
+        got: GgmlType,
+    },
+    /// The activations' row length differs from the weights'.
+    #[error("activations have {got} columns, weights {expected}")]
+    Columns {
+        /// Weight columns.
+        expected: usize,
+        /// Activation columns.
+        got: usize,
+    },
+    /// The output slice has the wrong length.
+    #[error(
+        "output holds {got} values, expected {expected} ({rows} activation rows x {outputs} outputs)"
+    )]
+    OutputLength {
+        /// Activation rows.
+        rows: usize,
+        /// Weight rows.
+        outputs: usize,
+        /// `rows * outputs`.
+        expected: usize,
+        /// Given.
+        got: usize,
+    },
+}
+
+/// A weight matrix: `rows` output features of `cols` elements of type `ty`, row after row
+/// (a GGUF tensor of shape `[cols, rows]`). Validated on construction.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightMatrix<'a> {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> WeightMatrix<'a> {
+    /// Checks that `data` is exactly `rows x cols` elements of `ty`, that `cols` is a whole
+    /// number of blocks of `ty` and of its activation type, and that `ty` has a kernel.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, MatmulError> {
+        if scalar_fn(ty).is_none() {
+            return Err(MatmulError::Unsupported(ty));
+        }
+        let act = vec_dot_type(ty);
+        if cols % ty.block_size() != 0 || cols % act.block_size() != 0 {
+            return Err(MatmulError::PartialBlock { ty, cols });
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        let expected = row_bytes.checked_mul(rows);
+        if expected != Some(data.len()) {
+            return Err(MatmulError::DataLength {
+                ty,
+                rows,
+                cols,
+                expected: expected.unwrap_or(usize::MAX),
+                got: data.len(),
+            });
+        }
+        Ok(WeightMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// The weight type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Output features (rows).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Elements per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The bytes of row `o`.
+    ///
+    /// # Panics
+    /// When `o >= self.rows()`.
+    pub fn row(&self, o: usize) -> &'a [u8] {
+        &self.data[o * self.row_bytes..(o + 1) * self.row_bytes]
+    }
+
+    /// All the bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// A raw output pointer shared by the tasks of one product; each task writes a disjoint set
+/// of indices.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only used to write indices that no other task writes (disjoint
+// weight-row ranges), while the `&mut [f32]` it came from is borrowed by `matmul_at`.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; tasks never read through it nor write the same index.
+unsafe impl Sync for OutPtr {}
+
+/// `out = x · Wᵀ` at the process's SIMD level: `out[r * w.rows() + o] = dot(W row o, x row r)`,
+/// parallel over weight rows on the current rayon pool (run it inside the engine's pool with
+/// `install`).
+pub fn matmul(
+    w: &WeightMatrix<'_>,
+    x: &QuantizedActivations,
+    out: &mut [f32],
+) -> Result<(), MatmulError> {
+    matmul_at(simd_level(), w, x, out)
+}
+
+/// [`matmul`] with the kernels of a given level (falling back as
+/// [`dot_fn`](crate::dot::dot_fn) does).
+pub fn matmul_at(
+    level: SimdLevel,
+    w: &WeightMatrix<'_>,
+    x: &QuantizedActivations,
+    out: &mut [f32],
+) -> Result<(), MatmulError> {
+    let expected_act = vec_dot_type(w.ty);
+    if x.ty() != expected_act && x.rows() > 0 {
+        return Err(MatmulError::ActivationType {
+            weight: w.ty,
+            expected: expected_act,
+            got: x.ty(),
+        });
+    }
+    if x.rows() > 0 && x.cols() != w.cols {
+        return Err(MatmulError::Columns {
+            expected: w.cols,
+            got: x.cols(),
+        });
+    }
+    let n_out = w.rows;
+    let n_act = x.rows();
+    if out.len() != n_out * n_act {
+        return Err(MatmulError::OutputLength {
+            rows: n_act,
+            outputs: n_out,
+            expected: n_out * n_act,
+            got: out.len(),
+        });
+    }
+    if n_out == 0 || n_act == 0 {
+        return Ok(());
+    }
+    let f = dot_fn(w.ty, level).ok_or(MatmulError::Unsupported(w.ty))?;
+    if w.cols == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Enough chunks to balance the threads, few enough that a task is worth its fork, and
+    // small enough that a chunk of weights stays in L2 while every activation row runs by.
+    let max_chunk_bytes = 256 * 1024;
+    let by_cache = (max_chunk_bytes / w.row_bytes.max(1)).max(1);
+    let by_balance = n_out.div_ceil(threads * 8).max(1);
+    let chunk = by_balance.min(by_cache).min(256);
+    let n_chunks = n_out.div_ceil(chunk);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let run = |c: usize| {
+        let o0 = c * chunk;
+        let o1 = (o0 + chunk).min(n_out);
+        chunk_product(f, w, x, o0, o1, ptr);
+    };
+    if n_chunks == 1 {
+        run(0);
+    } else {
+        (0..n_chunks).into_par_iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// Computes outputs `o0..o1` for every activation row.
+#[inline]
+fn chunk_product(
+    f: DotFn,
+    w: &WeightMatrix<'_>,
+    x: &QuantizedActivations,
+    o0: usize,
+    o1: usize,
+    out: OutPtr,
+) {
+    let n_out = w.rows;
+    for r in 0..x.rows() {
+        let xr = x.row(r);
+        for o in o0..o1 {
+            let v = f(w.row(o), xr);
+            let idx = r * n_out + o;
+            debug_assert!(idx < x.rows() * n_out);
+            // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`), and index
+            // `r * n_out + o` with `o` in this task's range `o0..o1` is written by this task
+            // only: the chunks' ranges are disjoint.
+            unsafe { out.0.add(idx).write(v) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_matrix_validation() {
+        let data = vec![0u8; 18 * 4];
+        assert!(WeightMatrix::new(GgmlType::Q4_0, 2, 64, &data).is_ok());
+        assert!(matches!(
+            WeightMatrix::new(GgmlType::Q4_0, 2, 48, &data),
+            Err(MatmulError::PartialBlock { .. })
+        ));
+        assert!(matches!(
+            WeightMatrix::new(GgmlType::Q4_0, 3, 64, &data),
+            Err(MatmulError::DataLength { .. })
+        ));
+        assert!(matches!(
+            WeightMatrix::new(GgmlType::I32, 1, 18, &data),
+            Err(MatmulError::Unsupported(GgmlType::I32))
+        ));
+        assert!(matches!(
+            WeightMatrix::new(GgmlType::Q4_0, usize::MAX, 64, &data),
+            Err(MatmulError::DataLength { .. })
+        ));
+    }
+
+    #[test]
+    fn matmul_validation() {
+        let data = vec![0u8; 18 * 4];
+        let w = WeightMatrix::new(GgmlType::Q4_0, 2, 64, &data).unwrap();
+        let mut x = QuantizedActivations::new();
+        x.quantize(GgmlType::Q8_1, &[0.0; 64], 1, 64).unwrap();
+        let mut out = [0.0f32; 2];
+        assert!(matches!(
+            matmul(&w, &x, &mut out),
+            Err(MatmulError::ActivationType { .. })
+        ));
+        x.quantize(GgmlType::Q8_0, &[0.0; 32], 1, 32).unwrap();
+        assert!(matches!(
+            matmul(&w, &x, &mut out),
+            Err(MatmulError::Columns { .. })
+        ));
+        x.quantize(GgmlType::Q8_0, &[0.0; 128], 2, 64).unwrap();
+        assert!(matches!(
+            matmul(&w, &x, &mut out),
+            Err(MatmulError::OutputLength { .. })
+        ));
+        let mut out = [1.0f32; 4];
+        matmul(&w, &x, &mut out).unwrap();
+        assert_eq!(out, [0.0; 4]);
+    }
+}
