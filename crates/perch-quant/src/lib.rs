@@ -17,11 +17,10 @@
 
 pub mod activations;
 pub mod blocks;
+pub mod dequant;
 pub mod dot;
 pub mod matmul;
 pub mod simd;
-pub mod dequant;
-pub mod quantize;
 pub mod tables;
 pub mod types;
 
@@ -32,4 +31,3 @@ pub use simd::{SimdLevel, simd_level};
 pub use types::{GgmlType, TypeInfo, UnknownType};
 
 pub use dequant::{QuantError, dequantize_row, has_dequantizer};
-pub use quantize::{has_quantizer, quantize_row};
