@@ -75,6 +75,11 @@ pub fn run() -> Result<()> {
                 step.args.join(" ")
             );
         }
+        println!(
+            "==> {}: passed ({:.0?} since start)",
+            step.what,
+            started.elapsed()
+        );
     }
     println!("==> ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())
