@@ -23,6 +23,7 @@ pub mod matmul;
 pub mod simd;
 pub mod tables;
 pub mod types;
+pub mod vecops;
 
 pub use activations::QuantizedActivations;
 pub use dot::vec_dot_type;

@@ -16,7 +16,7 @@ mod scalar;
 mod scalar_k;
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 use crate::blocks::{Block, as_blocks};
 use crate::simd::{SimdLevel, simd_level};

@@ -1,0 +1,93 @@
+//! matmul: every output equals the dot product of its weight row and activation row (the
+//! kernels themselves are held to references in kernels_dot.rs / kernels_peer.rs), for row
+//! counts not divisible by the thread count, 1 to 64 activation rows, pools of 1-3 threads,
+//! and at every SIMD level; plus one f64 check of the whole product.
+
+mod kernels_util;
+
+use kernels_util::*;
+use perch_quant::dot::dot_fn;
+use perch_quant::matmul::{WeightMatrix, matmul_at};
+use perch_quant::simd::SimdLevel;
+use perch_quant::{GgmlType, QuantizedActivations, vec_dot_type};
+
+fn check(ty: GgmlType, n_out: usize, cols: usize, n_act: usize, threads: usize) {
+    let mut r = Rng(0x5eed ^ (ty.id() << 10) ^ (n_out * 31 + n_act) as u32);
+    let mut w = Vec::new();
+    for _ in 0..n_out {
+        w.extend(weight_row(ty, cols, &mut r, Fill::Random));
+    }
+    let x: Vec<f32> = (0..n_act * cols).map(|_| r.range(-2.0, 2.0)).collect();
+    let wm = WeightMatrix::new(ty, n_out, cols, &w).unwrap();
+    let mut xa = QuantizedActivations::new();
+    xa.quantize(vec_dot_type(ty), &x, n_act, cols).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    for level in SimdLevel::supported() {
+        let f = dot_fn(ty, level).unwrap();
+        let mut out = vec![f32::NAN; n_out * n_act];
+        pool.install(|| matmul_at(level, &wm, &xa, &mut out))
+            .unwrap();
+        for rr in 0..n_act {
+            for o in 0..n_out {
+                let want = f(wm.row(o), xa.row(rr));
+                assert_eq!(
+                    out[rr * n_out + o].to_bits(),
+                    want.to_bits(),
+                    "{ty} {level} out[{rr}][{o}] ({n_out}x{cols}, {n_act} rows, {threads} threads)"
+                );
+            }
+        }
+        // One element against the f64 reference, to tie matmul to dequantization too.
+        let (want, abs) = reference_dot(
+            ty,
+            wm.row(n_out - 1),
+            vec_dot_type(ty),
+            xa.row(n_act - 1),
+            cols,
+        );
+        let got = f64::from(out[(n_act - 1) * n_out + n_out - 1]);
+        assert!(
+            (got - want).abs()
+                <= cols as f64 * 2f64.powi(-23) * abs
+                    + 2e-3
+                        * abs
+                        * f64::from(u8::from(matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1)))
+                    + 1e-30
+        );
+    }
+}
+
+#[test]
+fn matmul_equals_row_dots() {
+    use GgmlType::*;
+    for ty in [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, Q2_K, Q3_K,
+        TQ2_0,
+    ] {
+        let cols = 2 * ty.block_size().max(vec_dot_type(ty).block_size()).max(32);
+        for (n_out, n_act, threads) in [(1, 1, 1), (37, 1, 2), (37, 3, 3), (101, 9, 2), (13, 64, 2)]
+        {
+            check(ty, n_out, cols, n_act, threads);
+        }
+    }
+}
+
+#[test]
+fn large_matrix_many_chunks() {
+    // More weight rows than one chunk holds, an odd count, two threads.
+    check(GgmlType::Q4_0, 1027, 256, 5, 2);
+    check(GgmlType::Q4_K, 515, 512, 2, 2);
+}
+
+#[test]
+fn zero_activation_rows_is_a_no_op() {
+    let w = vec![0u8; 18];
+    let wm = WeightMatrix::new(GgmlType::Q4_0, 1, 32, &w).unwrap();
+    let mut xa = QuantizedActivations::new();
+    xa.quantize(GgmlType::Q8_0, &[], 0, 32).unwrap();
+    let mut out: [f32; 0] = [];
+    matmul_at(SimdLevel::Scalar, &wm, &xa, &mut out).unwrap();
+}
