@@ -28,8 +28,9 @@ Files written (all little-endian):
   dequant/manifest.json   per type: block count, full_blocks, the reference used, and a
                           64-bit FNV-1a hash of the expected f32 output bytes of each block
                           (of each 256 values for F16/BF16)
-  quant/<type>.rows       f32 input rows (n_rows x n_per_row)
-  quant/<type>.imatrix    f32 importance vector (n_per_row), for the K- and I-quants
+  quant/rows.f32          f32 input rows (n_rows x 512): random rows of several spreads, heavy
+                          tails, all-zero and half-zero rows, maximal and tiny magnitudes
+  quant/imatrix.f32       f32 importance vector (512 values)
   quant/<type>.ref        expected quantized bytes (bit-exact references)
   quant/<type>.ggml       ggml's quantized bytes without / ``.ggml_im`` with the importance
                           vector (accuracy references for the K- and IQ4 quantizers)
@@ -310,11 +311,95 @@ def gen_dequant(tool: str | None) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+# --- quantizers ------------------------------------------------------------------------------
+
+# Bit-exact references: gguf-py's numpy quantizers where it has them, ggml's otherwise.
+GGUF_PY_QUANT = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0,
+                 "tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0, "mxfp4": T.MXFP4}
+GGML_ONLY_QUANT = ["q8_1", "q8_K", "q1_0", "q2_0"]
+# Accuracy references: ggml's quantize_<type>, without and with the importance vector.
+ACCURACY_QUANT = ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"]
+
+N_PER_ROW = 512
+
+
+def make_rows(rng: np.random.Generator) -> np.ndarray:
+    """Rows of 512 values: random ones of various spreads, then the edge cases."""
+    rows = []
+    for sigma in (1.0, 0.02, 30.0):
+        rows.append(rng.normal(0, sigma, N_PER_ROW))
+    # heavy tails: a few outliers per block
+    r = rng.normal(0, 1, N_PER_ROW)
+    r[rng.integers(0, N_PER_ROW, 12)] *= 25
+    rows.append(r)
+    # skewed, non-negative (asymmetric types' mins matter)
+    rows.append(rng.exponential(0.5, N_PER_ROW) + 0.1)
+    # all zero, half zero (zero blocks inside a row)
+    rows.append(np.zeros(N_PER_ROW))
+    r = rng.normal(0, 1, N_PER_ROW)
+    r[: N_PER_ROW // 2] = 0
+    rows.append(r)
+    # maximal magnitudes: scales near and past the f16 range
+    rows.append(rng.normal(0, 2e4, N_PER_ROW).clip(-6e4, 6e4))
+    # tiny scales: values whose scales are f16 subnormals or underflow
+    rows.append(rng.normal(0, 1e-6, N_PER_ROW))
+    rows.append(rng.normal(0, 1e-9, N_PER_ROW))
+    # constant blocks, and values on exact level boundaries
+    rows.append(np.full(N_PER_ROW, 0.75))
+    rows.append(np.round(rng.normal(0, 4, N_PER_ROW)) * 0.5)
+    return np.stack(rows).astype(np.float32)
+
+
+def gen_quant(tool: str | None) -> None:
+    out = OUT / "quant"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2024)
+    rows = make_rows(rng)
+    imatrix = np.exp(rng.normal(0, 1, N_PER_ROW)).astype(np.float32)
+    rows.astype("<f4").tofile(out / "rows.f32")
+    imatrix.astype("<f4").tofile(out / "imatrix.f32")
+    manifest = {"n_rows": int(rows.shape[0]), "n_per_row": N_PER_ROW, "types": {}}
+    for name in [*GGUF_PY_QUANT, *GGML_ONLY_QUANT, *ACCURACY_QUANT]:
+        type_id = TYPES[name][0]
+        entry = {}
+        if name in GGUF_PY_QUANT:
+            with np.errstate(all="ignore"):
+                ref = gq.quantize(rows, GGUF_PY_QUANT[name]).tobytes()
+            entry["reference"] = "gguf-py 0.19.0"
+            if tool is not None:
+                c = ggml_quantize(tool, type_id, rows, None)
+                if c != ref:
+                    nb = TYPES[name][2]
+                    bad = [i for i in range(0, len(c), nb) if c[i:i + nb] != ref[i:i + nb]]
+                    print(f"{name}: gguf-py and ggml quantize {len(bad)} blocks differently "
+                          f"(first at byte {bad[0]})", file=sys.stderr)
+                else:
+                    entry["reference"] += " (== llama.cpp ggml-quants.c)"
+            (out / f"{name}.ref").write_bytes(ref)
+            entry["files"] = ["ref"]
+        elif tool is None:
+            print(f"{name}: needs --ggml, skipped", file=sys.stderr)
+            continue
+        elif name in GGML_ONLY_QUANT:
+            (out / f"{name}.ref").write_bytes(ggml_quantize(tool, type_id, rows, None))
+            entry["reference"] = "llama.cpp ggml-quants.c"
+            entry["files"] = ["ref"]
+        else:
+            (out / f"{name}.ggml").write_bytes(ggml_quantize(tool, type_id, rows, None))
+            (out / f"{name}.ggml_im").write_bytes(ggml_quantize(tool, type_id, rows, imatrix))
+            entry["reference"] = "llama.cpp ggml-quants.c quantize_" + name
+            entry["files"] = ["ggml", "ggml_im"]
+        manifest["types"][name] = entry
+        print(f"quant {name}: {entry['reference']}")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ggml", help="path of the built ggml_quant_ref tool (see scripts/ggml_quant_ref.c)")
     args = ap.parse_args()
     gen_dequant(args.ggml)
+    gen_quant(args.ggml)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ void ggml_abort(const char * file, int line, const char * fmt, ...) {
     va_end(ap); abort();
 }
 void ggml_log_internal(int level, const char * fmt, ...) { (void) level; (void) fmt; }
-int64_t ggml_blck_size(enum ggml_type t) { (void) t; abort(); }
-size_t ggml_row_size(enum ggml_type t, int64_t ne) { (void) t; (void) ne; abort(); }
-size_t ggml_type_size(enum ggml_type t) { (void) t; abort(); }
+static size_t type_size(int t, int * bs);
+int64_t ggml_blck_size(enum ggml_type t) { int bs; type_size((int) t, &bs); return bs; }
+size_t ggml_type_size(enum ggml_type t) { int bs; return type_size((int) t, &bs); }
+size_t ggml_row_size(enum ggml_type t, int64_t ne) { return ggml_type_size(t) * ne / ggml_blck_size(t); }
 const char * ggml_type_name(enum ggml_type t) { (void) t; return "?"; }
 
 static void * read_file(const char * path, size_t * len) {

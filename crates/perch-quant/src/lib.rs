@@ -20,6 +20,7 @@ pub mod blocks;
 pub mod dequant;
 pub mod dot;
 pub mod matmul;
+pub mod quantize;
 pub mod simd;
 pub mod tables;
 pub mod types;
@@ -32,3 +33,4 @@ pub use simd::{SimdLevel, simd_level};
 pub use types::{GgmlType, TypeInfo, UnknownType};
 
 pub use dequant::{QuantError, dequantize_row, has_dequantizer};
+pub use quantize::{has_quantizer, quantize_row};

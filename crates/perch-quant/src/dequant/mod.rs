@@ -18,6 +18,7 @@ pub use iquants::{
     dequantize_iq1_m, dequantize_iq1_s, dequantize_iq2_s, dequantize_iq2_xs, dequantize_iq2_xxs,
     dequantize_iq3_s, dequantize_iq3_xxs, dequantize_iq4_nl, dequantize_iq4_xs,
 };
+pub(crate) use kquants::q3k_scales;
 pub use kquants::{
     dequantize_q2_k, dequantize_q3_k, dequantize_q4_k, dequantize_q5_k, dequantize_q6_k,
     dequantize_q8_k, dequantize_tq1_0, dequantize_tq2_0, scale_min_k4,
