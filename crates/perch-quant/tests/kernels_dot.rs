@@ -113,6 +113,7 @@ fn simd_kernels_equal_scalar_exactly_when_arithmetic_is_exact() {
             let act = vec_dot_type(ty);
             let scalar = scalar_fn(ty).unwrap();
             let simd = dot_fn(ty, level).unwrap();
+            let before = exact_cases;
             for seed in 0..6u32 {
                 let n = row_len(ty, 1 + seed as usize % 3);
                 let mut r = Rng(0xabcd_0001 + seed * 7919 + ty.id());
@@ -134,6 +135,7 @@ fn simd_kernels_equal_scalar_exactly_when_arithmetic_is_exact() {
                 );
                 exact_cases += 1;
             }
+            assert!(exact_cases > before, "{ty} at {level}: no exact case ran");
         }
     }
     if SimdLevel::detected() > SimdLevel::Scalar {

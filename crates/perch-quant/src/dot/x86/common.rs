@@ -75,6 +75,16 @@ pub(crate) fn hsum_ps(x: __m256) -> f32 {
     _mm_cvtss_f32(r)
 }
 
+/// Sum of the eight `i32` lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_i32(a: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
 /// 8-bit products with `vpmaddubsw` + `vpmaddwd`.
 pub(crate) mod mul_avx2 {
     use core::arch::x86_64::*;

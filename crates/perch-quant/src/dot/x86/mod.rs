@@ -12,6 +12,7 @@
 
 pub(crate) mod common;
 mod float;
+mod kquants;
 mod legacy;
 
 use super::{DotFn, cast};
@@ -54,6 +55,12 @@ pub(super) fn avx2_fn(ty: GgmlType) -> Option<DotFn> {
         Q8_0 => tf_wrap!(l::q8_0, BlockQ8_0, BlockQ8_0),
         IQ4_NL => tf_wrap!(l::iq4_nl, BlockIq4Nl, BlockQ8_0),
         MXFP4 => tf_wrap!(l::mxfp4, BlockMxfp4, BlockQ8_0),
+        Q2_K => tf_wrap!(kquants::avx2::q2_k, BlockQ2K, BlockQ8K),
+        Q3_K => tf_wrap!(kquants::avx2::q3_k, BlockQ3K, BlockQ8K),
+        Q4_K => tf_wrap!(kquants::avx2::q4_k, BlockQ4K, BlockQ8K),
+        Q5_K => tf_wrap!(kquants::avx2::q5_k, BlockQ5K, BlockQ8K),
+        Q6_K => tf_wrap!(kquants::avx2::q6_k, BlockQ6K, BlockQ8K),
+        IQ4_XS => tf_wrap!(kquants::avx2::iq4_xs, BlockIq4Xs, BlockQ8K),
         _ => return None,
     })
 }
@@ -74,6 +81,12 @@ pub(super) fn avx512_fn(ty: GgmlType) -> Option<DotFn> {
         Q8_0 => tf_wrap!(l::q8_0, BlockQ8_0, BlockQ8_0),
         IQ4_NL => tf_wrap!(l::iq4_nl, BlockIq4Nl, BlockQ8_0),
         MXFP4 => tf_wrap!(l::mxfp4, BlockMxfp4, BlockQ8_0),
+        Q2_K => tf_wrap!(kquants::avx512::q2_k, BlockQ2K, BlockQ8K),
+        Q3_K => tf_wrap!(kquants::avx512::q3_k, BlockQ3K, BlockQ8K),
+        Q4_K => tf_wrap!(kquants::avx512::q4_k, BlockQ4K, BlockQ8K),
+        Q5_K => tf_wrap!(kquants::avx512::q5_k, BlockQ5K, BlockQ8K),
+        Q6_K => tf_wrap!(kquants::avx512::q6_k, BlockQ6K, BlockQ8K),
+        IQ4_XS => tf_wrap!(kquants::avx512::iq4_xs, BlockIq4Xs, BlockQ8K),
         _ => return None,
     })
 }

@@ -1,0 +1,328 @@
+//! AVX2 and AVX-512 kernels for the 256-element super-block types against Q8_K: Q2_K, Q3_K,
+//! Q4_K, Q5_K, Q6_K and IQ4_XS.
+//!
+//! Per 32 elements: the weights' quants as unsigned bytes (or, for IQ4_XS, signed table
+//! values through the `vpsignb` trick) times the activation bytes with `vpmaddubsw` (pairs
+//! never saturate: at most 2 · 63 · 127), then `vpmaddwd` with the sub-block scales as `i16`
+//! (one per 16 elements, so each 128-bit lane gets its own). Offsets of the signed quants
+//! (Q3_K's 4, Q6_K's 32) and the minimums (Q2_K, Q4_K, Q5_K) come from Q8_K's sums of 16,
+//! exactly as integers. One `f32` FMA per super-block; one horizontal sum per row.
+//!
+//! Activation quants must lie in `[-127, 127]`, as ggml's and perch's Q8_K quantizer makes
+//! them.
+
+macro_rules! k_kernels {
+    ($feat:literal) => {
+        use core::arch::x86_64::*;
+
+        use crate::blocks::{
+            BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K,
+        };
+        use crate::dot::KVALUES_IQ4NL;
+        use crate::dot::scalar_k::{iq4xs_scales, k4_scales_mins, q3k_scales};
+        use crate::dot::x86::common::*;
+
+        /// Loads the 16 `i16` sums of a Q8_K block.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn bsums(y: &BlockQ8K) -> __m256i {
+            // SAFETY: `bsums` is 16 `I16Le` = 32 readable bytes; unaligned load.
+            unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) }
+        }
+
+        /// `Σ_g scale[g] * bsums[g]` over the 16 groups, scales given as 16 `i16`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn bsum_dot(y: &BlockQ8K, scales16: __m256i) -> i32 {
+            hsum_i32(_mm256_madd_epi16(bsums(y), scales16))
+        }
+
+        /// Two `i16` scales: `a` for bytes 0..16 of a 32-element chunk, `b` for 16..32.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn scale2(a: i16, b: i16) -> __m256i {
+            _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a))
+        }
+
+        /// `acc += maddwd(maddubs(q, y), sc)`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn acc_chunk(acc: __m256i, q: __m256i, y: __m256i, sc: __m256i) -> __m256i {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn q8(y: &BlockQ8K, chunk: usize) -> __m256i {
+            let a: &[i8; 32] = y.qs[32 * chunk..32 * chunk + 32].try_into().unwrap();
+            load32(a)
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn load32u(s: &[u8]) -> __m256i {
+            let a: &[u8; 32] = s[..32].try_into().unwrap();
+            load32(a)
+        }
+
+        /// Q4_K · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let m4 = _mm256_set1_epi8(0x0f);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0.0f32;
+            for (xb, yb) in x.iter().zip(y) {
+                let yd = yb.d.get();
+                let d = yd * h2f(xb.d.to_bits());
+                let dmin = yd * h2f(xb.dmin.to_bits());
+                let (sc, mn) = k4_scales_mins(&xb.scales);
+                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
+                    mn[0] as i8,
+                    mn[0] as i8,
+                    mn[1] as i8,
+                    mn[1] as i8,
+                    mn[2] as i8,
+                    mn[2] as i8,
+                    mn[3] as i8,
+                    mn[3] as i8,
+                    mn[4] as i8,
+                    mn[4] as i8,
+                    mn[5] as i8,
+                    mn[5] as i8,
+                    mn[6] as i8,
+                    mn[6] as i8,
+                    mn[7] as i8,
+                    mn[7] as i8,
+                ));
+                acc_m += dmin * bsum_dot(yb, mins16) as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let q = load32u(&xb.qs[32 * j..]);
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
+                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
+                    sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_ps(acc) - acc_m
+        }
+
+        /// Q5_K · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let m4 = _mm256_set1_epi8(0x0f);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0.0f32;
+            for (xb, yb) in x.iter().zip(y) {
+                let yd = yb.d.get();
+                let d = yd * h2f(xb.d.to_bits());
+                let dmin = yd * h2f(xb.dmin.to_bits());
+                let (sc, mn) = k4_scales_mins(&xb.scales);
+                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
+                    mn[0] as i8,
+                    mn[0] as i8,
+                    mn[1] as i8,
+                    mn[1] as i8,
+                    mn[2] as i8,
+                    mn[2] as i8,
+                    mn[3] as i8,
+                    mn[3] as i8,
+                    mn[4] as i8,
+                    mn[4] as i8,
+                    mn[5] as i8,
+                    mn[5] as i8,
+                    mn[6] as i8,
+                    mn[6] as i8,
+                    mn[7] as i8,
+                    mn[7] as i8,
+                ));
+                acc_m += dmin * bsum_dot(yb, mins16) as f32;
+                let qh = load32(&xb.qh);
+                let mut sumi = _mm256_setzero_si256();
+                let mut hb = qh;
+                for j in 0..4 {
+                    let q = load32u(&xb.qs[32 * j..]);
+                    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one));
+                    let h1 = _mm256_slli_epi16::<3>(_mm256_and_si256(hb, _mm256_set1_epi8(2)));
+                    hb = _mm256_srli_epi16::<2>(hb);
+                    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+                    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
+                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
+                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
+                    sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_ps(acc) - acc_m
+        }
+
+        /// Q6_K · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let m4 = _mm256_set1_epi8(0x0f);
+            let m3 = _mm256_set1_epi8(0x30);
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.iter().zip(y) {
+                let d = yb.d.get() * h2f(xb.d.to_bits());
+                let sc = &xb.scales;
+                // SAFETY: `scales` is 16 readable bytes; unaligned load.
+                let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
+                // Quants are stored +32: subtract 32 * Σ scale * bsum at the end.
+                let offset = bsum_dot(yb, sc16);
+                let mut sumi = _mm256_setzero_si256();
+                for h in 0..2 {
+                    let ql0 = load32u(&xb.ql[64 * h..]);
+                    let ql1 = load32u(&xb.ql[64 * h + 32..]);
+                    let qh = load32u(&xb.qh[32 * h..]);
+                    let q = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql0, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql1, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                            _mm256_and_si256(qh, m3),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                        ),
+                    ];
+                    for (k, qk) in q.into_iter().enumerate() {
+                        let c = 4 * h + k;
+                        let s = scale2(i16::from(sc[2 * c]), i16::from(sc[2 * c + 1]));
+                        sumi = acc_chunk(sumi, qk, q8(yb, c), s);
+                    }
+                }
+                let total = _mm256_cvtepi32_ps(sumi);
+                let fix = (-32 * offset) as f32;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), total, acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d),
+                    _mm256_setr_ps(fix, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                    acc,
+                );
+            }
+            hsum_ps(acc)
+        }
+
+        /// Q3_K · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let m3 = _mm256_set1_epi8(3);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.iter().zip(y) {
+                let d = h2f(xb.d.to_bits()) * yb.d.get();
+                let sc = q3k_scales(&xb.scales);
+                // SAFETY: `sc` is 16 readable bytes; unaligned load.
+                let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
+                // Quants are taken as q + 4 (0..7): subtract 4 * Σ scale * bsum.
+                let offset = bsum_dot(yb, sc16);
+                let hm = load32(&xb.hmask);
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..8 {
+                    let q3 = load32u(&xb.qs[32 * (n / 4)..]);
+                    let lo = _mm256_and_si256(
+                        _mm256_srl_epi16(q3, _mm_cvtsi32_si128((2 * (n % 4)) as i32)),
+                        m3,
+                    );
+                    let hb =
+                        _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128((n) as i32)), one);
+                    let q = _mm256_or_si256(lo, _mm256_slli_epi16::<2>(hb));
+                    let s = scale2(i16::from(sc[2 * n]), i16::from(sc[2 * n + 1]));
+                    sumi = acc_chunk(sumi, q, q8(yb, n), s);
+                }
+                let total = _mm256_cvtepi32_ps(sumi);
+                let fix = (-4 * offset) as f32;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), total, acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d),
+                    _mm256_setr_ps(fix, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                    acc,
+                );
+            }
+            hsum_ps(acc)
+        }
+
+        /// Q2_K · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let m3 = _mm256_set1_epi8(3);
+            let m4 = _mm_set1_epi8(0x0f);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0.0f32;
+            for (xb, yb) in x.iter().zip(y) {
+                let yd = yb.d.get();
+                let dall = yd * h2f(xb.d.to_bits());
+                let dmin = yd * h2f(xb.dmin.to_bits());
+                // SAFETY: `scales` is 16 readable bytes; unaligned load.
+                let scb = unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) };
+                let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(scb), m4));
+                acc_m += dmin * bsum_dot(yb, mins16) as f32;
+                let sc = &xb.scales;
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..8 {
+                    let q2 = load32u(&xb.qs[32 * (n / 4)..]);
+                    let q = _mm256_and_si256(
+                        _mm256_srl_epi16(q2, _mm_cvtsi32_si128((2 * (n % 4)) as i32)),
+                        m3,
+                    );
+                    let s = scale2(i16::from(sc[2 * n] & 0xf), i16::from(sc[2 * n + 1] & 0xf));
+                    sumi = acc_chunk(sumi, q, q8(yb, n), s);
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_ps(acc) - acc_m
+        }
+
+        /// IQ4_XS · Q8_K.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn iq4_xs(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+            assert_eq!(x.len(), y.len(), "block counts");
+            let table = table16(&KVALUES_IQ4NL);
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.iter().zip(y) {
+                let d = h2f(xb.d.to_bits()) * yb.d.get();
+                let ls = iq4xs_scales(xb);
+                let mut sumi = _mm256_setzero_si256();
+                for (ib, l) in ls.iter().enumerate() {
+                    let qs: &[u8; 16] = xb.qs[16 * ib..16 * ib + 16].try_into().unwrap();
+                    let v = _mm256_shuffle_epi8(table, nibbles32(qs));
+                    let yv = q8(yb, ib);
+                    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(yv, v));
+                    sumi = _mm256_add_epi32(
+                        sumi,
+                        _mm256_madd_epi16(p16, _mm256_set1_epi16(*l as i16)),
+                    );
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_ps(acc)
+        }
+    };
+}
+
+/// The AVX2 + FMA + F16C instantiation.
+pub(crate) mod avx2 {
+    k_kernels!("avx2,fma,f16c");
+}
+
+/// The AVX-512 instantiation (same algorithm; AVX-512 encodings and registers).
+pub(crate) mod avx512 {
+    k_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni");
+}
