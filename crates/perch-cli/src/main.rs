@@ -1,14 +1,44 @@
-//! The `perch` command line.
+//! The `perch` command line. Each subcommand lives in its own module; this file only parses
+//! flags, sets up logging and maps errors to one clear line and a non-zero exit.
 
-use clap::Parser;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// perch: run quantized language models on the CPU and serve them over OpenAI- and
 /// Ollama-compatible APIs.
 #[derive(Parser, Debug)]
 #[command(name = "perch", version, about)]
-enum Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PERCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

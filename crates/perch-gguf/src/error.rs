@@ -37,7 +37,7 @@ impl fmt::Display for Section {
 #[non_exhaustive]
 pub enum GgufError {
     /// Opening, mapping, reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum GgufError {
     },
 
     /// The file does not start with `GGUF`.
-    #[error("not a GGUF file: the first bytes are {found:?}, not \"GGUF\"")]
+    #[error("{}", magic_message(found))]
     BadMagic {
         /// The first four bytes (fewer if the file is shorter).
         found: Vec<u8>,
@@ -381,6 +381,17 @@ impl GgufError {
             OffsetPastEnd { .. } | OverlappingTensors { .. } => Section::Data,
             _ => return None,
         })
+    }
+}
+
+fn magic_message(found: &[u8]) -> String {
+    if found.is_empty() {
+        "not a GGUF file (it is empty)".into()
+    } else {
+        format!(
+            "not a GGUF file (it starts with \"{}\", not \"GGUF\")",
+            found.escape_ascii()
+        )
     }
 }
 

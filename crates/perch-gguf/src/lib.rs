@@ -57,6 +57,7 @@
 
 mod error;
 mod file;
+pub mod keys;
 mod metadata;
 mod read;
 mod storage;

@@ -28,7 +28,14 @@ impl Storage {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a file",
+            )));
+        }
+        let len = meta.len();
         if len == 0 {
             // Mapping zero bytes fails on some platforms; an empty file is simply empty.
             return Ok(Storage::owned(Vec::new()));
