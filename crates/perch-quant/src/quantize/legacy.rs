@@ -223,7 +223,7 @@ pub fn quantize_q2_0(src: &[f32], dst: &mut [BlockQ2_0]) {
         y.d = F16Le::from_f32(amax);
         y.qs = [0; QK2_0 / 4];
         for (j, &v) in x.iter().enumerate() {
-            let q = ((v * id).round() as i32 + 1).clamp(0, 3);
+            let q = ((v * id).round() as i32).clamp(-1, 2) + 1;
             y.qs[j / 4] |= (q as u8) << ((j % 4) * 2);
         }
     }

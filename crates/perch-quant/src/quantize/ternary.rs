@@ -5,10 +5,12 @@
 use crate::blocks::*;
 use crate::types::QK_K;
 
-/// `round(x / d) + 1` in {0, 1, 2} (half away from zero, as `lroundf`).
+/// `round(x / d) + 1` in {0, 1, 2} (half away from zero, as `lroundf`). Only a scale whose
+/// reciprocal overflows (a subnormal `amax`) can push `x / d` out of [-1, 1]; the clamp keeps
+/// such blocks well-formed where ggml's result is undefined.
 #[inline]
 fn trit(x: f32, id: f32) -> u8 {
-    ((x * id).round() as i32 + 1) as u8
+    (((x * id).round() as i32).clamp(-1, 1) + 1) as u8
 }
 
 /// Five (or four) trits as a base-3 number scaled to a byte: `ceil(q * 256 / 243)`.
