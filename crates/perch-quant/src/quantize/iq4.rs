@@ -6,6 +6,7 @@
 //! without one.
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed per element, as the algorithms are written
 
+use super::best_of;
 use super::search::*;
 use crate::blocks::*;
 use crate::tables::KVALUES_IQ4NL;
@@ -89,8 +90,8 @@ fn pack_nibbles(levels: &[u8], qs: &mut [u8]) {
     }
 }
 
-/// IQ4_NL.
-pub fn quantize_iq4_nl(src: &[f32], dst: &mut [BlockIq4Nl], imatrix: Option<&[f32]>) {
+/// IQ4_NL, one weighting.
+fn iq4nl_pass(src: &[f32], dst: &mut [BlockIq4Nl], imatrix: Option<&[f32]>) {
     debug_assert_eq!(src.len(), dst.len() * QK4_NL);
     let mut weight = [0f32; QK4_NL];
     let mut levels = [0u8; QK4_NL];
@@ -107,8 +108,8 @@ pub fn quantize_iq4_nl(src: &[f32], dst: &mut [BlockIq4Nl], imatrix: Option<&[f3
     }
 }
 
-/// IQ4_XS.
-pub fn quantize_iq4_xs(src: &[f32], dst: &mut [BlockIq4Xs], imatrix: Option<&[f32]>) {
+/// IQ4_XS, one weighting.
+fn iq4xs_pass(src: &[f32], dst: &mut [BlockIq4Xs], imatrix: Option<&[f32]>) {
     debug_assert_eq!(src.len(), dst.len() * QK_K);
     let mut weight = [0f32; 32];
     let mut levels = [0u8; QK_K];
@@ -144,5 +145,33 @@ pub fn quantize_iq4_xs(src: &[f32], dst: &mut [BlockIq4Xs], imatrix: Option<&[f3
         }
         y.scales_h = U16Le::new(scales_h);
         pack_nibbles(&levels, &mut y.qs);
+    }
+}
+
+/// IQ4_NL. With an importance vector, the better (in importance-weighted squared error) of
+/// the search weighted by it and the `x^2`-weighted one.
+pub fn quantize_iq4_nl(src: &[f32], dst: &mut [BlockIq4Nl], imatrix: Option<&[f32]>) {
+    debug_assert_eq!(src.len(), dst.len() * QK4_NL);
+    for (i, (x, y)) in src.chunks_exact(QK4_NL).zip(dst.iter_mut()).enumerate() {
+        let qw = imatrix.map(|w| &w[QK4_NL * i..QK4_NL * (i + 1)]);
+        let modes: &[Option<&[f32]>] = match qw {
+            None => &[None],
+            Some(w) => &[Some(w), None],
+        };
+        *y = best_of(x, qw, modes, iq4nl_pass, crate::dequant::dequantize_iq4_nl);
+    }
+}
+
+/// IQ4_XS. With an importance vector, the better (in importance-weighted squared error) of
+/// the search weighted by it and the `x^2`-weighted one.
+pub fn quantize_iq4_xs(src: &[f32], dst: &mut [BlockIq4Xs], imatrix: Option<&[f32]>) {
+    debug_assert_eq!(src.len(), dst.len() * QK_K);
+    for (i, (x, y)) in src.chunks_exact(QK_K).zip(dst.iter_mut()).enumerate() {
+        let qw = imatrix.map(|w| &w[QK_K * i..QK_K * (i + 1)]);
+        let modes: &[Option<&[f32]>] = match qw {
+            None => &[None],
+            Some(w) => &[Some(w), None],
+        };
+        *y = best_of(x, qw, modes, iq4xs_pass, crate::dequant::dequantize_iq4_xs);
     }
 }

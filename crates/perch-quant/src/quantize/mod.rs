@@ -66,6 +66,36 @@ pub const fn uses_imatrix(ty: GgmlType) -> bool {
     matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS)
 }
 
+/// Quantizes one block with each candidate algorithm (`quant(x, out, mode)`) and keeps the
+/// one whose dequantized values have the least squared error, weighted by `w` when given.
+/// The first candidate wins ties, so it is the result unless another is strictly better.
+pub(crate) fn best_of<B: Block, M: Copy>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    modes: &[M],
+    quant: impl Fn(&[f32], &mut [B], M),
+    deq: fn(&[B], &mut [f32]),
+) -> B {
+    let mut y = [0f32; crate::types::QK_K];
+    let y = &mut y[..x.len()];
+    let mut best: Option<(f64, B)> = None;
+    for &m in modes {
+        let mut b = [B::zeroed()];
+        quant(x, &mut b, m);
+        deq(&b, y);
+        let mut err = 0.0f64;
+        for (j, (&a, &q)) in x.iter().zip(y.iter()).enumerate() {
+            let e = (a as f64 - q as f64).powi(2);
+            err += w.map_or(e, |w| w[j] as f64 * e);
+        }
+        // NaN errors (a degenerate block) never replace a candidate.
+        if best.as_ref().is_none_or(|(be, _)| err < *be) {
+            best = Some((err, b[0]));
+        }
+    }
+    best.expect("at least one candidate").1
+}
+
 fn typed_mut<B: Block>(dst: &mut [u8]) -> &mut [B] {
     // check_sizes ran first, so the length is a whole number of blocks.
     blocks::as_blocks_mut::<B>(dst).expect("length checked by check_sizes")
