@@ -2,4 +2,25 @@
 //!
 //! Runs llama-family models from GGUF files on the CPU: architectures, operations, the paged
 //! KV cache, the scheduler, sampling and the engine loop. See `docs/ARCHITECTURE.md`.
+//!
+//! The layering inside the crate: [`config`] reads hyper-parameters; [`arch`] maps each
+//! architecture's tensors onto shared layer pieces; [`model`] runs a batched forward step over
+//! any number of sequences; [`kv`] holds K and V in fixed-size blocks addressed through each
+//! sequence's block table; [`session`] drives one sequence for the command line.
 #![deny(missing_docs)]
+
+pub mod arch;
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod model;
+pub mod ops;
+pub mod scheduler;
+pub mod session;
+pub mod synth;
+
+pub use config::{Arch, ModelConfig};
+pub use error::{EngineError, Result};
+pub use model::{LogitsWanted, Model, SeqStep, Workspace};
+pub use session::Session;

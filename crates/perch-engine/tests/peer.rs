@@ -1,0 +1,115 @@
+//! The engine against llama.cpp on the same files.
+//!
+//! `tests/data/peer/*.json` were recorded from llama.cpp (the peer) by
+//! `scripts/record_peer_engine.py`: for SmolLM2 (the fixture) and a tiny random-weight model of
+//! every architecture, the prompt's token ids, the first step's logits and the greedy
+//! continuation of 32 tokens. The synthetic models are rebuilt here byte for byte (the sha256
+//! recorded with the data is checked), so both engines saw the same file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use perch_engine::session::{Session, SessionConfig};
+use perch_engine::synth::{self, SynthSpec, TINY_ARCHS};
+use perch_engine::Model;
+use perch_gguf::GgufFile;
+use perch_quant::GgmlType;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Deserialize)]
+struct PeerRecord {
+    model: String,
+    sha256: String,
+    prompt_ids: Vec<u32>,
+    n_vocab: usize,
+    first_logits_ids: Vec<u32>,
+    first_logits: Vec<f32>,
+    greedy_ids: Vec<u32>,
+}
+
+fn records() -> Vec<(String, PeerRecord)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/peer");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data/peer")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let rec: PeerRecord = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p.file_stem().unwrap().to_string_lossy().into_owned(), rec)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The model file a record was made on: the fixture, or the synthetic model rebuilt.
+fn model_path(rec: &PeerRecord, tmp: &tempfile::TempDir) -> PathBuf {
+    if rec.model.starts_with("SmolLM2") {
+        return perch_fixtures::smollm2_q4_1();
+    }
+    // tiny-{arch}-{type}.gguf
+    let stem = rec.model.trim_end_matches(".gguf");
+    let mut parts = stem.splitn(3, '-');
+    assert_eq!(parts.next(), Some("tiny"), "unexpected record {stem}");
+    let arch_name = parts.next().unwrap();
+    let ty = GgmlType::from_name(parts.next().unwrap()).unwrap();
+    let arch = TINY_ARCHS.iter().find(|(_, n)| *n == arch_name).unwrap().0;
+    let vocab = GgufFile::open(match synth::tiny_vocab(arch) {
+        Some(v) => perch_fixtures::vocab(v),
+        None => perch_fixtures::smollm2_q4_1(),
+    })
+    .unwrap();
+    let path = tmp.path().join(&rec.model);
+    synth::write(&SynthSpec::tiny(arch, ty, 42), &vocab, &path, |_, _| {}).unwrap();
+    path
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn logits_and_greedy_continuations_match_llama_cpp() {
+    let recs = records();
+    assert!(recs.len() >= 6, "expected every tiny architecture, found {}", recs.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (name, rec) in &recs {
+        let path = model_path(rec, &tmp);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), rec.sha256, "{name}: not the file llama.cpp ran");
+        let model = Arc::new(Model::open(&path).unwrap());
+        assert_eq!(model.config().n_vocab, rec.n_vocab);
+        let cfg = SessionConfig { n_ctx: 512, threads: 2, ..Default::default() };
+        let mut s = Session::new(model, cfg).unwrap();
+        let first = s.feed(&rec.prompt_ids, false).unwrap();
+        let mut max_diff = 0.0f32;
+        for (&id, &want) in rec.first_logits_ids.iter().zip(&rec.first_logits) {
+            max_diff = max_diff.max((first[id as usize] - want).abs());
+        }
+        let mut greedy = Vec::new();
+        let mut logits = first;
+        for _ in 0..rec.greedy_ids.len() {
+            let t = argmax(&logits);
+            greedy.push(t);
+            logits = s.feed(&[t], false).unwrap();
+        }
+        let agree = greedy.iter().zip(&rec.greedy_ids).take_while(|(a, b)| a == b).count();
+        report.push(format!("{name}: max |Δlogit| {max_diff:.5}, greedy agrees for {agree}/{}", rec.greedy_ids.len()));
+        // Tolerance: f32 and q8_0 weights compute the same products as llama.cpp up to
+        // summation order; quantized activations can round differently at a boundary.
+        if max_diff > 0.05 || agree < rec.greedy_ids.len() {
+            failures.push(name.clone());
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "differs from llama.cpp: {failures:?}\n{}", report.join("\n"));
+}
