@@ -6,11 +6,44 @@
 
 use core::arch::x86_64::*;
 
-/// Half bits to `f32` with F16C (one `vcvtph2ps`).
+/// Two halves to `f32` with F16C (see [`f16_products`] for why not one lane at a time).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn h2f(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+pub(crate) fn h2f2(a: u16, b: u16) -> (f32, f32) {
+    let v = f16x8(&[a, b, 0, 0, 0, 0, 0, 0]);
+    (v[0], v[1])
+}
+
+/// `f32(a[k]) * f32(b[k])` for eight pairs of f16 scales, converted together with one
+/// `vcvtph2ps` each: converting block scales one at a time through a 128-bit register lets
+/// the compiler merge into a live accumulator register (a false dependency that serializes
+/// the block loop), which converting all eight lanes at once avoids.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn f16_products(a: &[u16; 8], b: &[u16; 8]) -> [f32; 8] {
+    // SAFETY: each array is 16 readable bytes; unaligned loads.
+    let (va, vb) = unsafe {
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast())),
+        )
+    };
+    let mut out = [0f32; 8];
+    // SAFETY: `out` is 32 writable bytes; unaligned store.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(va, vb)) };
+    out
+}
+
+/// Eight f16 values as `f32` (see [`f16_products`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn f16x8(a: &[u16; 8]) -> [f32; 8] {
+    // SAFETY: `a` is 16 readable bytes; unaligned load.
+    let v = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().cast())) };
+    let mut out = [0f32; 8];
+    // SAFETY: `out` is 32 writable bytes; unaligned store.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
 }
 
 /// Loads 32 bytes.

@@ -74,8 +74,9 @@ macro_rules! k_kernels {
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let yd = yb.d.get();
-                let d = yd * h2f(xb.d.to_bits());
-                let dmin = yd * h2f(xb.dmin.to_bits());
+                let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
+                let d = yd * xd;
+                let dmin = yd * xmin;
                 let (sc, mn) = k4_scales_mins(&xb.scales);
                 let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
                     mn[0] as i8,
@@ -121,8 +122,9 @@ macro_rules! k_kernels {
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let yd = yb.d.get();
-                let d = yd * h2f(xb.d.to_bits());
-                let dmin = yd * h2f(xb.dmin.to_bits());
+                let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
+                let d = yd * xd;
+                let dmin = yd * xmin;
                 let (sc, mn) = k4_scales_mins(&xb.scales);
                 let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
                     mn[0] as i8,
@@ -171,7 +173,7 @@ macro_rules! k_kernels {
             let m3 = _mm256_set1_epi8(0x30);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = yb.d.get() * h2f(xb.d.to_bits());
+                let d = yb.d.get() * h2f2(xb.d.to_bits(), 0).0;
                 let sc = &xb.scales;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
                 let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
@@ -226,7 +228,7 @@ macro_rules! k_kernels {
             let one = _mm256_set1_epi8(1);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = h2f(xb.d.to_bits()) * yb.d.get();
+                let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let sc = q3k_scales(&xb.scales);
                 // SAFETY: `sc` is 16 readable bytes; unaligned load.
                 let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
@@ -268,8 +270,9 @@ macro_rules! k_kernels {
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let yd = yb.d.get();
-                let dall = yd * h2f(xb.d.to_bits());
-                let dmin = yd * h2f(xb.dmin.to_bits());
+                let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
+                let dall = yd * xd;
+                let dmin = yd * xmin;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
                 let scb = unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) };
                 let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(scb), m4));
@@ -297,7 +300,7 @@ macro_rules! k_kernels {
             let table = table16(&KVALUES_IQ4NL);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = h2f(xb.d.to_bits()) * yb.d.get();
+                let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let ls = iq4xs_scales(xb);
                 let mut sumi = _mm256_setzero_si256();
                 for (ib, l) in ls.iter().enumerate() {

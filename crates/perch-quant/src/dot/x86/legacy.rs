@@ -3,12 +3,40 @@
 //!
 //! One body, written once in [`legacy_kernels`], is compiled twice: for AVX2 the 8-bit
 //! products go through `vpmaddubsw` + `vpmaddwd`, for AVX-512 through VNNI's `vpdpbusd`
-//! (the helpers `mul_sum_us8` / `mul_sum_i8` of each level's module). Per block: the integer
-//! dot product in eight `i32` lanes (exact), converted to `f32` and accumulated with one FMA
-//! by the block's combined scale; one horizontal sum at the end.
+//! (the helpers `mul_sum_us8` / `mul_sum_i8` of each level's module). Blocks are taken eight
+//! at a time: their f16 scales are converted together ([`f16_products`]), then per block the
+//! integer dot product in eight `i32` lanes (exact) is converted to `f32` and accumulated
+//! with one FMA by the block's combined scale, alternating two accumulators; one horizontal
+//! sum at the end.
 //!
 //! Activation quants must lie in `[-127, 127]` (ggml's and perch's quantizers never make
 //! -128): the signed products use the `vpsignb` trick, as ggml's do.
+//!
+//! [`f16_products`]: crate::dot::x86::common::f16_products
+
+/// Runs `$body` (which yields the block's `__m256` of eight lane products) for every pair
+/// of blocks, with `$d` bound to the block's combined scale; returns the sum.
+macro_rules! blocks8 {
+    ($x:ident, $y:ident, |$xb:ident, $yb:ident, $d:ident| $scales:expr, $body:expr) => {{
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (xc, yc) in $x.chunks(8).zip($y.chunks(8)) {
+            let ds: [f32; 8] = {
+                let mut a = [0u16; 8];
+                let mut b = [0u16; 8];
+                for (k, ($xb, $yb)) in xc.iter().zip(yc).enumerate() {
+                    (a[k], b[k]) = $scales;
+                }
+                f16_products(&a, &b)
+            };
+            for (k, ($xb, $yb)) in xc.iter().zip(yc).enumerate() {
+                let $d = _mm256_set1_ps(ds[k]);
+                let p: __m256 = $body;
+                acc[k % 2] = _mm256_fmadd_ps($d, p, acc[k % 2]);
+            }
+        }
+        hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    }};
+}
 
 macro_rules! legacy_kernels {
     ($feat:literal, $mul:path) => {
@@ -22,87 +50,79 @@ macro_rules! legacy_kernels {
         use crate::dot::{KVALUES_IQ4NL, KVALUES_MXFP4, e8m0_to_f32_half};
         use $mul::*;
 
+        /// `Σ f16(m) * f16(s)` of the `*_1` types, eight blocks at a time, in block order.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn min_terms<X, Y>(x: &[X], y: &[Y], ms: impl Fn(&X, &Y) -> (u16, u16)) -> f32 {
+            let mut summs = 0.0f32;
+            for (xc, yc) in x.chunks(8).zip(y.chunks(8)) {
+                let mut a = [0u16; 8];
+                let mut b = [0u16; 8];
+                for (k, (xb, yb)) in xc.iter().zip(yc).enumerate() {
+                    (a[k], b[k]) = ms(xb, yb);
+                }
+                let p = f16_products(&a, &b);
+                for v in &p[..xc.len()] {
+                    summs += v;
+                }
+            }
+            summs
+        }
+
         /// Q4_0 · Q8_0.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let mut acc = _mm256_setzero_ps();
             let eight = _mm256_set1_epi8(8);
-            for (xb, yb) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(h2f(xb.d.to_bits()) * h2f(yb.d.to_bits()));
+            blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
                 let qx = _mm256_sub_epi8(nibbles32(&xb.qs), eight);
-                let qy = load32(&yb.qs);
-                let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, qy));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc)
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            })
         }
 
         /// Q4_1 · Q8_1.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let mut acc = _mm256_setzero_ps();
-            let mut summs = 0.0f32;
-            for (xb, yb) in x.iter().zip(y) {
-                summs += h2f(xb.m.to_bits()) * h2f(yb.s.to_bits());
-                let d = _mm256_set1_ps(h2f(xb.d.to_bits()) * h2f(yb.d.to_bits()));
-                let qx = nibbles32(&xb.qs);
-                let qy = load32(&yb.qs);
-                let p = _mm256_cvtepi32_ps(mul_sum_us8(qx, qy));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc) + summs
+            let dot = blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
+                _mm256_cvtepi32_ps(mul_sum_us8(nibbles32(&xb.qs), load32(&yb.qs)))
+            });
+            dot + min_terms(x, y, |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
         }
 
         /// Q5_0 · Q8_0.
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let mut acc = _mm256_setzero_ps();
             let f0 = _mm256_set1_epi8(0xf0u8 as i8);
-            for (xb, yb) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(h2f(xb.d.to_bits()) * h2f(yb.d.to_bits()));
+            blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
                 // Nibble | 0xF0 where the fifth bit is clear: the signed byte q - 16.
                 let hi = _mm256_andnot_si256(bits32(u32::from_le_bytes(xb.qh)), f0);
                 let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
-                let qy = load32(&yb.qs);
-                let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, qy));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc)
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            })
         }
 
         /// Q5_1 · Q8_1.
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let mut acc = _mm256_setzero_ps();
-            let mut summs = 0.0f32;
             let b4 = _mm256_set1_epi8(0x10);
-            for (xb, yb) in x.iter().zip(y) {
-                summs += h2f(xb.m.to_bits()) * h2f(yb.s.to_bits());
-                let d = _mm256_set1_ps(h2f(xb.d.to_bits()) * h2f(yb.d.to_bits()));
+            let dot = blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
                 let hi = _mm256_and_si256(bits32(u32::from_le_bytes(xb.qh)), b4);
                 let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
-                let qy = load32(&yb.qs);
-                let p = _mm256_cvtepi32_ps(mul_sum_us8(qx, qy));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc) + summs
+                _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
+            });
+            dot + min_terms(x, y, |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
         }
 
         /// Q8_0 · Q8_0.
         #[target_feature(enable = $feat)]
         pub(crate) fn q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(h2f(xb.d.to_bits()) * h2f(yb.d.to_bits()));
-                let p = _mm256_cvtepi32_ps(mul_sum_i8(load32(&xb.qs), load32(&yb.qs)));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc)
+            blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
+                _mm256_cvtepi32_ps(mul_sum_i8(load32(&xb.qs), load32(&yb.qs)))
+            })
         }
 
         /// IQ4_NL · Q8_0.
@@ -110,14 +130,10 @@ macro_rules! legacy_kernels {
         pub(crate) fn iq4_nl(x: &[BlockIq4Nl], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
             let table = table16(&KVALUES_IQ4NL);
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(h2f(yb.d.to_bits()) * h2f(xb.d.to_bits()));
+            blocks8!(x, y, |xb, yb, d| (yb.d.to_bits(), xb.d.to_bits()), {
                 let qx = _mm256_shuffle_epi8(table, nibbles32(&xb.qs));
-                let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-            hsum_ps(acc)
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            })
         }
 
         /// MXFP4 · Q8_0.
@@ -125,14 +141,21 @@ macro_rules! legacy_kernels {
         pub(crate) fn mxfp4(x: &[BlockMxfp4], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
             let table = table16(&KVALUES_MXFP4);
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(h2f(yb.d.to_bits()) * e8m0_to_f32_half(xb.e));
-                let qx = _mm256_shuffle_epi8(table, nibbles32(&xb.qs));
-                let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)));
-                acc = _mm256_fmadd_ps(d, p, acc);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (xc, yc) in x.chunks(8).zip(y.chunks(8)) {
+                let mut b = [0u16; 8];
+                for (k, yb) in yc.iter().enumerate() {
+                    b[k] = yb.d.to_bits();
+                }
+                let dy = f16x8(&b);
+                for (k, (xb, yb)) in xc.iter().zip(yc).enumerate() {
+                    let d = _mm256_set1_ps(dy[k] * e8m0_to_f32_half(xb.e));
+                    let qx = _mm256_shuffle_epi8(table, nibbles32(&xb.qs));
+                    let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)));
+                    acc[k % 2] = _mm256_fmadd_ps(d, p, acc[k % 2]);
+                }
             }
-            hsum_ps(acc)
+            hsum_ps(_mm256_add_ps(acc[0], acc[1]))
         }
     };
 }
