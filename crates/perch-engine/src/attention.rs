@@ -38,29 +38,34 @@ pub fn attend(
     let (hd, hdv) = (cfg.head_dim, cfg.head_dim_v);
     let group = cfg.n_head / cfg.n_head_kv;
     let bs = kv.layout().block_size;
-    out.par_chunks_mut(hdv).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (i, h) = (idx / cfg.n_head, idx % cfg.n_head);
-        let row = rows[i];
-        let g = h / group;
-        let qh = &q[(i * cfg.n_head + h) * hd..(i * cfg.n_head + h + 1) * hd];
-        let table = tables[row.seq];
-        let first = window.map_or(0, |w| (row.pos + 1).saturating_sub(w));
-        let last = row.pos; // inclusive: causal
-        scores.clear();
-        for p in first..=last {
-            let kb = kv.k_block(il, table.blocks[p / bs], g);
-            let slot = p % bs;
-            scores.push(vecops::dot_f32_f16(qh, &kb[slot * hd..(slot + 1) * hd]) * cfg.attn_scale);
-        }
-        if let Some(cap) = cfg.attn_softcap {
-            ops::softcap(scores, cap);
-        }
-        ops::softmax(scores);
-        o.fill(0.0);
-        for (p, &w) in (first..=last).zip(scores.iter()) {
-            let vb = kv.v_block(il, table.blocks[p / bs], g);
-            let slot = p % bs;
-            vecops::axpy_f16(o, w, &vb[slot * hdv..(slot + 1) * hdv]);
-        }
-    });
+    out.par_chunks_mut(hdv).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (idx, o)| {
+            let (i, h) = (idx / cfg.n_head, idx % cfg.n_head);
+            let row = rows[i];
+            let g = h / group;
+            let qh = &q[(i * cfg.n_head + h) * hd..(i * cfg.n_head + h + 1) * hd];
+            let table = tables[row.seq];
+            let first = window.map_or(0, |w| (row.pos + 1).saturating_sub(w));
+            let last = row.pos; // inclusive: causal
+            scores.clear();
+            for p in first..=last {
+                let kb = kv.k_block(il, table.blocks[p / bs], g);
+                let slot = p % bs;
+                scores.push(
+                    vecops::dot_f32_f16(qh, &kb[slot * hd..(slot + 1) * hd]) * cfg.attn_scale,
+                );
+            }
+            if let Some(cap) = cfg.attn_softcap {
+                ops::softcap(scores, cap);
+            }
+            ops::softmax(scores);
+            o.fill(0.0);
+            for (p, &w) in (first..=last).zip(scores.iter()) {
+                let vb = kv.v_block(il, table.blocks[p / bs], g);
+                let slot = p % bs;
+                vecops::axpy_f16(o, w, &vb[slot * hdv..(slot + 1) * hdv]);
+            }
+        },
+    );
 }

@@ -169,14 +169,16 @@ impl ModelConfig {
                 "{a}.rope.dimension_count ({n_rot}) must be even and at most the head dimension ({head_dim})"
             )));
         }
-        let rope_base = file
-            .opt_f32(&key(a, "rope.freq_base"))?
-            .unwrap_or(10_000.0);
+        let rope_base = file.opt_f32(&key(a, "rope.freq_base"))?.unwrap_or(10_000.0);
         // Sliding-window layers: Gemma 2 rotates them like the global ones; otherwise
         // llama.cpp's defaults (base 10000, no scaling) apply unless the file says.
-        let rope_base_swa = file
-            .opt_f32(&key(a, "rope.freq_base_swa"))?
-            .unwrap_or(if arch == Arch::Gemma2 { rope_base } else { 10_000.0 });
+        let rope_base_swa =
+            file.opt_f32(&key(a, "rope.freq_base_swa"))?
+                .unwrap_or(if arch == Arch::Gemma2 {
+                    rope_base
+                } else {
+                    10_000.0
+                });
         if file.opt_str(&key(a, "rope.scaling.type"))? == Some("yarn") {
             return Err(EngineError::BadConfig(format!(
                 "{a}.rope.scaling.type = yarn is not supported"
@@ -191,7 +193,11 @@ impl ModelConfig {
             Some(f) if f != 0.0 => 1.0 / f,
             _ => 1.0,
         };
-        let rope_freq_scale_swa = if arch == Arch::Gemma2 { rope_freq_scale } else { 1.0 };
+        let rope_freq_scale_swa = if arch == Arch::Gemma2 {
+            rope_freq_scale
+        } else {
+            1.0
+        };
         let is_gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
         let attn_softcap = match arch {
             Arch::Gemma2 => file.opt_f32(&key(a, "attn_logit_softcapping"))?,

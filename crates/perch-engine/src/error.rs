@@ -10,7 +10,9 @@ pub enum EngineError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     /// `general.architecture` names an architecture the engine does not run.
-    #[error("unsupported architecture `{0}` (perch runs llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3)")]
+    #[error(
+        "unsupported architecture `{0}` (perch runs llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3)"
+    )]
     UnsupportedArch(String),
     /// The hyper-parameters are inconsistent.
     #[error("bad model configuration: {0}")]

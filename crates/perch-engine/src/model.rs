@@ -53,7 +53,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +89,13 @@ impl ActCache {
     }
 
     /// The activations `x` (`rows × cols`) quantized to the type weight type `w` pairs with.
-    fn get(&mut self, w: GgmlType, x: &[f32], rows: usize, cols: usize) -> Result<&QuantizedActivations> {
+    fn get(
+        &mut self,
+        w: GgmlType,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<&QuantizedActivations> {
         let ty = perch_quant::vec_dot_type(w);
         let idx = match self.slots.iter().position(|s| s.ty() == ty) {
             Some(i) => i,
@@ -142,7 +150,14 @@ impl Model {
     }
 
     /// `out[r][o] = W[o] · x[r]` for `rows` rows of activations `x`.
-    fn matmul(&self, m: &MatrixRef, acts: &mut ActCache, x: &[f32], rows: usize, out: &mut Vec<f32>) -> Result<()> {
+    fn matmul(
+        &self,
+        m: &MatrixRef,
+        acts: &mut ActCache,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         out.resize(rows * m.rows, 0.0);
         let a = acts.get(m.ty, x, rows, m.cols)?;
         perch_quant::matmul(&self.weight(m), a, out).map_err(|e| EngineError::Kernel(e.to_string()))
@@ -152,7 +167,12 @@ impl Model {
     ///
     /// Returns the logits of the requested rows, `n_vocab` each, in the order of `seqs` and,
     /// within a sequence, of its tokens.
-    pub fn forward(&self, seqs: &[SeqStep<'_>], kv: &mut KvStorage, ws: &mut Workspace) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        seqs: &[SeqStep<'_>],
+        kv: &mut KvStorage,
+        ws: &mut Workspace,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let n_embd = cfg.n_embd;
         // Row metadata: which sequence and position each token of the step is.
@@ -168,9 +188,15 @@ impl Model {
             }
             for (j, &t) in s.tokens.iter().enumerate() {
                 if t as usize >= cfg.n_vocab {
-                    return Err(EngineError::BadToken { id: t, n_vocab: cfg.n_vocab });
+                    return Err(EngineError::BadToken {
+                        id: t,
+                        n_vocab: cfg.n_vocab,
+                    });
                 }
-                rows.push(AttnRow { seq: si, pos: s.start_pos + j });
+                rows.push(AttnRow {
+                    seq: si,
+                    pos: s.start_pos + j,
+                });
             }
         }
         let n = rows.len();
@@ -186,7 +212,8 @@ impl Model {
         let tokens = seqs.iter().flat_map(|s| s.tokens.iter().copied());
         for (dst, t) in ws.x.chunks_exact_mut(n_embd).zip(tokens) {
             let src = &emb_bytes[t as usize * row_bytes..(t as usize + 1) * row_bytes];
-            perch_quant::dequantize_row(emb.ty, src, dst).map_err(|e| EngineError::Kernel(e.to_string()))?;
+            perch_quant::dequantize_row(emb.ty, src, dst)
+                .map_err(|e| EngineError::Kernel(e.to_string()))?;
             if let Some(s) = cfg.embed_scale {
                 dst.iter_mut().for_each(|v| *v *= s);
             }
@@ -218,7 +245,13 @@ impl Model {
         ops::rms_norm(&mut ws.h, n_embd, &self.globals.output_norm, cfg.rms_eps);
         ws.acts.invalidate();
         let mut logits = Vec::new();
-        self.matmul(&self.globals.output, &mut ws.acts, &ws.h, keep.len(), &mut logits)?;
+        self.matmul(
+            &self.globals.output,
+            &mut ws.acts,
+            &ws.h,
+            keep.len(),
+            &mut logits,
+        )?;
         if let Some(cap) = cfg.final_softcap {
             ops::softcap(&mut logits, cap);
         }
@@ -250,7 +283,11 @@ impl Model {
             }
             QkvWeights::Fused(w) => {
                 self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
-                split_rows(&ws.qkv, n, &mut [(&mut ws.q, qd), (&mut ws.k, kd), (&mut ws.v, vd)]);
+                split_rows(
+                    &ws.qkv,
+                    n,
+                    &mut [(&mut ws.q, qd), (&mut ws.k, kd), (&mut ws.v, vd)],
+                );
             }
         }
         if let Some([bq, bk, bv]) = &layer.qkv_bias {
@@ -265,8 +302,16 @@ impl Model {
 
         // RoPE, per token at its position.
         let swa = cfg.swa_layers[il];
-        let base = if swa { cfg.rope_base_swa } else { cfg.rope_base };
-        let freq_scale = if swa { cfg.rope_freq_scale_swa } else { cfg.rope_freq_scale };
+        let base = if swa {
+            cfg.rope_base_swa
+        } else {
+            cfg.rope_base
+        };
+        let freq_scale = if swa {
+            cfg.rope_freq_scale_swa
+        } else {
+            cfg.rope_freq_scale
+        };
         let freqs = self.globals.rope_freqs.as_deref();
         let rope = |buf: &mut [f32], width: usize| {
             buf.par_chunks_mut(width)
@@ -286,7 +331,13 @@ impl Model {
         let bs = kv.layout().block_size;
         for (i, r) in rows.iter().enumerate() {
             let block = tables[r.seq].blocks[r.pos / bs];
-            kv.write(il, block, r.pos % bs, &ws.k[i * kd..(i + 1) * kd], &ws.v[i * vd..(i + 1) * vd]);
+            kv.write(
+                il,
+                block,
+                r.pos % bs,
+                &ws.k[i * kd..(i + 1) * kd],
+                &ws.v[i * vd..(i + 1) * vd],
+            );
         }
         ws.attn.resize(n * cfg.n_head * cfg.head_dim_v, 0.0);
         let window = if swa { cfg.sliding_window } else { None };
@@ -310,7 +361,11 @@ impl Model {
             }
             GateUpWeights::Fused(w) => {
                 self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
-                split_rows(&ws.qkv, n, &mut [(&mut ws.gate, cfg.n_ff), (&mut ws.up, cfg.n_ff)]);
+                split_rows(
+                    &ws.qkv,
+                    n,
+                    &mut [(&mut ws.gate, cfg.n_ff), (&mut ws.up, cfg.n_ff)],
+                );
             }
         }
         ops::glu(&mut ws.gate, &ws.up, cfg.activation);

@@ -51,7 +51,13 @@ pub fn rope_cache(
 
 /// Apply RoPE to every `head_dim`-wide head in `x` (one token), using a cache from
 /// [`rope_cache`]. Only the first `n_rot` dims of each head rotate.
-pub fn rope_apply(x: &mut [f32], head_dim: usize, n_rot: usize, kind: RopeKind, cache: &[(f32, f32)]) {
+pub fn rope_apply(
+    x: &mut [f32],
+    head_dim: usize,
+    n_rot: usize,
+    kind: RopeKind,
+    cache: &[(f32, f32)],
+) {
     for head in x.chunks_exact_mut(head_dim) {
         match kind {
             RopeKind::Normal => {

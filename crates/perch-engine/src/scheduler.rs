@@ -215,8 +215,13 @@ impl Scheduler {
             let mut i = 0;
             while i < self.running.len() && budget > 0 {
                 let want = self.running[i].wanted();
-                let decoding = self.running[i].num_computed >= self.running[i].prompt_len.max(1) - 1 && want == 1;
-                if want == 0 || decoding != decode_pass || plan.seqs.iter().any(|s| s.id == self.running[i].id) {
+                let decoding = self.running[i].num_computed
+                    >= self.running[i].prompt_len.max(1) - 1
+                    && want == 1;
+                if want == 0
+                    || decoding != decode_pass
+                    || plan.seqs.iter().any(|s| s.id == self.running[i].id)
+                {
                     i += 1;
                     continue;
                 }
@@ -239,7 +244,9 @@ impl Scheduler {
         }
         // Admit waiting sequences while budget, slots and blocks allow.
         while budget > 0 && self.running.len() < self.cfg.max_running {
-            let Some(mut seq) = self.waiting.pop_front() else { break };
+            let Some(mut seq) = self.waiting.pop_front() else {
+                break;
+            };
             if seq.table.blocks.is_empty() {
                 self.take_cached_prefix(&mut seq);
             }
@@ -324,13 +331,18 @@ impl Scheduler {
     pub fn step_done(&mut self, plan: &StepPlan) {
         let bs = self.pool.block_size();
         for sch in &plan.seqs {
-            let Some(seq) = self.running.iter_mut().find(|s| s.id == sch.id) else { continue };
+            let Some(seq) = self.running.iter_mut().find(|s| s.id == sch.id) else {
+                continue;
+            };
             debug_assert_eq!(seq.num_computed, sch.start);
             seq.num_computed = sch.start + sch.len;
             let full = seq.num_computed / bs;
             while seq.hashes.len() < full {
                 let k = seq.hashes.len();
-                let h = BlockHash::new(seq.hashes.last().copied(), &seq.tokens[k * bs..(k + 1) * bs]);
+                let h = BlockHash::new(
+                    seq.hashes.last().copied(),
+                    &seq.tokens[k * bs..(k + 1) * bs],
+                );
                 self.pool.commit(seq.table.blocks[k], h);
                 seq.hashes.push(h);
             }
@@ -405,14 +417,38 @@ mod tests {
         let mut s = sched(64, 8);
         s.add(1, vec![7; 3], 6).unwrap();
         let p = s.schedule();
-        assert_eq!(p.seqs, vec![Scheduled { id: 1, start: 0, len: 3, sample: true }]);
+        assert_eq!(
+            p.seqs,
+            vec![Scheduled {
+                id: 1,
+                start: 0,
+                len: 3,
+                sample: true
+            }]
+        );
         s.step_done(&p);
         s.append_token(1, 9);
         s.add(2, vec![5; 20], 24).unwrap();
         let p = s.schedule();
         // Sequence 1 decodes one token; sequence 2's prompt gets the remaining 7.
-        assert_eq!(p.seqs[0], Scheduled { id: 1, start: 3, len: 1, sample: true });
-        assert_eq!(p.seqs[1], Scheduled { id: 2, start: 0, len: 7, sample: false });
+        assert_eq!(
+            p.seqs[0],
+            Scheduled {
+                id: 1,
+                start: 3,
+                len: 1,
+                sample: true
+            }
+        );
+        assert_eq!(
+            p.seqs[1],
+            Scheduled {
+                id: 2,
+                start: 0,
+                len: 7,
+                sample: false
+            }
+        );
     }
 
     #[test]
@@ -425,7 +461,15 @@ mod tests {
         s.add(2, prompt.clone(), 13).unwrap();
         let p = s.schedule();
         // Blocks 0 and 1 come from the cache; block 2 holds the last token: recomputed.
-        assert_eq!(p.seqs, vec![Scheduled { id: 2, start: 8, len: 4, sample: true }]);
+        assert_eq!(
+            p.seqs,
+            vec![Scheduled {
+                id: 2,
+                start: 8,
+                len: 4,
+                sample: true
+            }]
+        );
         assert_eq!(s.get(2).unwrap().num_cached, 8);
         assert_eq!(s.pool_stats().hits, 2);
     }
@@ -435,7 +479,10 @@ mod tests {
         let mut s = sched(4, 64);
         assert_eq!(
             s.add(1, vec![1; 10], 17),
-            Err(AdmitError::TooLarge { needed: 17, capacity: 16 })
+            Err(AdmitError::TooLarge {
+                needed: 17,
+                capacity: 16
+            })
         );
         assert_eq!(s.add(1, vec![], 4), Err(AdmitError::Empty));
     }
@@ -449,7 +496,10 @@ mod tests {
         }
         let plans = drive(&mut s, 200);
         assert!(s.is_idle(), "every sequence finished");
-        assert!(plans.iter().any(|p| !p.preempted.is_empty()), "the pool was too small for all three");
+        assert!(
+            plans.iter().any(|p| !p.preempted.is_empty()),
+            "the pool was too small for all three"
+        );
         assert_eq!(s.pool().n_used(), 0);
     }
 

@@ -77,7 +77,9 @@ impl Session {
     /// A session for `model` with room for `cfg.n_ctx` tokens.
     pub fn new(model: Arc<Model>, cfg: SessionConfig) -> Result<Session> {
         if cfg.n_ctx == 0 || cfg.n_batch == 0 || cfg.block_size == 0 {
-            return Err(EngineError::BadConfig("context, batch and block sizes must be positive".into()));
+            return Err(EngineError::BadConfig(
+                "context, batch and block sizes must be positive".into(),
+            ));
         }
         let m = model.config();
         let n_blocks = cfg.n_ctx.div_ceil(cfg.block_size);

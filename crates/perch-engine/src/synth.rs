@@ -123,8 +123,18 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<Planned>> {
     };
     // Weights scaled so every projection keeps activations near unit size.
     let w = |cols: u64| Fill::Uniform(3f32.sqrt() / (cols as f32).sqrt());
-    add("token_embd.weight".into(), spec.embd_type, vec![e, n_vocab as u64], Fill::Uniform(1.0))?;
-    add("output_norm.weight".into(), GgmlType::F32, vec![e], Fill::Norm)?;
+    add(
+        "token_embd.weight".into(),
+        spec.embd_type,
+        vec![e, n_vocab as u64],
+        Fill::Uniform(1.0),
+    )?;
+    add(
+        "output_norm.weight".into(),
+        GgmlType::F32,
+        vec![e],
+        Fill::Norm,
+    )?;
     if spec.untied_output {
         add("output.weight".into(), wt, vec![e, n_vocab as u64], w(e))?;
     }
@@ -139,9 +149,24 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<Planned>> {
             add(b("attn_v.weight"), wt, vec![e, kd], w(e))?;
         }
         if spec.arch == Arch::Qwen2 {
-            add(b("attn_q.bias"), GgmlType::F32, vec![qd], Fill::Uniform(0.1))?;
-            add(b("attn_k.bias"), GgmlType::F32, vec![kd], Fill::Uniform(0.1))?;
-            add(b("attn_v.bias"), GgmlType::F32, vec![kd], Fill::Uniform(0.1))?;
+            add(
+                b("attn_q.bias"),
+                GgmlType::F32,
+                vec![qd],
+                Fill::Uniform(0.1),
+            )?;
+            add(
+                b("attn_k.bias"),
+                GgmlType::F32,
+                vec![kd],
+                Fill::Uniform(0.1),
+            )?;
+            add(
+                b("attn_v.bias"),
+                GgmlType::F32,
+                vec![kd],
+                Fill::Uniform(0.1),
+            )?;
         }
         if matches!(spec.arch, Arch::Qwen3 | Arch::Gemma3) {
             add(b("attn_q_norm.weight"), GgmlType::F32, vec![hd], Fill::Norm)?;
@@ -150,7 +175,12 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<Planned>> {
         add(b("attn_output.weight"), wt, vec![qd, e], w(qd))?;
         let gemma = matches!(spec.arch, Arch::Gemma2 | Arch::Gemma3);
         if gemma {
-            add(b("post_attention_norm.weight"), GgmlType::F32, vec![e], Fill::Norm)?;
+            add(
+                b("post_attention_norm.weight"),
+                GgmlType::F32,
+                vec![e],
+                Fill::Norm,
+            )?;
         }
         add(b("ffn_norm.weight"), GgmlType::F32, vec![e], Fill::Norm)?;
         if spec.arch == Arch::Phi3 {
@@ -161,7 +191,12 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<Planned>> {
         }
         add(b("ffn_down.weight"), wt, vec![ff, e], w(ff))?;
         if gemma {
-            add(b("post_ffw_norm.weight"), GgmlType::F32, vec![e], Fill::Norm)?;
+            add(
+                b("post_ffw_norm.weight"),
+                GgmlType::F32,
+                vec![e],
+                Fill::Norm,
+            )?;
         }
     }
     Ok(out)
@@ -210,15 +245,24 @@ pub fn metadata(spec: &SynthSpec, vocab: &GgufFile) -> Result<(Metadata, usize)>
     md.set(format!("{a}.attention.value_length"), u(spec.head_dim));
     md.set(format!("{a}.rope.dimension_count"), u(spec.head_dim));
     md.set(format!("{a}.rope.freq_base"), Value::F32(10_000.0));
-    md.set(format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    md.set(
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
     match spec.arch {
         Arch::Gemma2 => {
-            md.set(format!("{a}.attention.sliding_window"), u(spec.sliding_window));
+            md.set(
+                format!("{a}.attention.sliding_window"),
+                u(spec.sliding_window),
+            );
             md.set(format!("{a}.attn_logit_softcapping"), Value::F32(50.0));
             md.set(format!("{a}.final_logit_softcapping"), Value::F32(30.0));
         }
         Arch::Gemma3 => {
-            md.set(format!("{a}.attention.sliding_window"), u(spec.sliding_window));
+            md.set(
+                format!("{a}.attention.sliding_window"),
+                u(spec.sliding_window),
+            );
             md.set(format!("{a}.rope.freq_base"), Value::F32(1_000_000.0));
         }
         _ => {}
@@ -232,12 +276,19 @@ pub fn metadata(spec: &SynthSpec, vocab: &GgufFile) -> Result<(Metadata, usize)>
             md.set(k, v.clone());
         }
     }
-    let n_vocab = n_vocab.ok_or_else(|| EngineError::BadConfig("the vocabulary file has no tokenizer.ggml.tokens".into()))?;
+    let n_vocab = n_vocab.ok_or_else(|| {
+        EngineError::BadConfig("the vocabulary file has no tokenizer.ggml.tokens".into())
+    })?;
     Ok((md, n_vocab))
 }
 
 /// Write a synthetic model to `path` (atomically), with the vocabulary of `vocab`.
-pub fn write(spec: &SynthSpec, vocab: &GgufFile, path: &Path, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+pub fn write(
+    spec: &SynthSpec,
+    vocab: &GgufFile,
+    path: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<()> {
     let (md, n_vocab) = metadata(spec, vocab)?;
     let planned = plan(spec, n_vocab)?;
     let mut w = GgufWriter::create(path, &md, planned.iter().map(|p| p.info.clone()))?;
@@ -266,10 +317,12 @@ fn fill_tensor(p: &Planned, seed: u64) -> Result<Vec<u8>> {
                 Fill::Norm => 1.0 + 0.1 * rng.uniform(),
             };
         }
-        perch_quant::quantize_row(p.info.ty, &vals, &mut buf, None).map_err(|e| EngineError::UnsupportedType {
-            name: p.info.name.clone(),
-            ty: p.info.ty,
-            why: e.to_string(),
+        perch_quant::quantize_row(p.info.ty, &vals, &mut buf, None).map_err(|e| {
+            EngineError::UnsupportedType {
+                name: p.info.name.clone(),
+                ty: p.info.ty,
+                why: e.to_string(),
+            }
         })?;
         out.extend_from_slice(&buf);
     }

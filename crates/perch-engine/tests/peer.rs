@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use perch_engine::Model;
 use perch_engine::session::{Session, SessionConfig};
 use perch_engine::synth::{self, SynthSpec, TINY_ARCHS};
-use perch_engine::Model;
 use perch_gguf::GgufFile;
 use perch_quant::GgmlType;
 use serde::Deserialize;
@@ -35,7 +35,8 @@ fn records() -> Vec<(String, PeerRecord)> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {
-            let rec: PeerRecord = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let rec: PeerRecord =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
             (p.file_stem().unwrap().to_string_lossy().into_owned(), rec)
         })
         .collect();
@@ -78,17 +79,29 @@ fn argmax(v: &[f32]) -> u32 {
 #[test]
 fn logits_and_greedy_continuations_match_llama_cpp() {
     let recs = records();
-    assert!(recs.len() >= 6, "expected every tiny architecture, found {}", recs.len());
+    assert!(
+        recs.len() >= 6,
+        "expected every tiny architecture, found {}",
+        recs.len()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for (name, rec) in &recs {
         let path = model_path(rec, &tmp);
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), rec.sha256, "{name}: not the file llama.cpp ran");
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            rec.sha256,
+            "{name}: not the file llama.cpp ran"
+        );
         let model = Arc::new(Model::open(&path).unwrap());
         assert_eq!(model.config().n_vocab, rec.n_vocab);
-        let cfg = SessionConfig { n_ctx: 512, threads: 2, ..Default::default() };
+        let cfg = SessionConfig {
+            n_ctx: 512,
+            threads: 2,
+            ..Default::default()
+        };
         let mut s = Session::new(model, cfg).unwrap();
         let first = s.feed(&rec.prompt_ids, false).unwrap();
         let mut max_diff = 0.0f32;
@@ -102,8 +115,15 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
             greedy.push(t);
             logits = s.feed(&[t], false).unwrap();
         }
-        let agree = greedy.iter().zip(&rec.greedy_ids).take_while(|(a, b)| a == b).count();
-        report.push(format!("{name}: max |Δlogit| {max_diff:.5}, greedy agrees for {agree}/{}", rec.greedy_ids.len()));
+        let agree = greedy
+            .iter()
+            .zip(&rec.greedy_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        report.push(format!(
+            "{name}: max |Δlogit| {max_diff:.5}, greedy agrees for {agree}/{}",
+            rec.greedy_ids.len()
+        ));
         // Tolerance: f32 and q8_0 weights compute the same products as llama.cpp up to
         // summation order; quantized activations can round differently at a boundary.
         if max_diff > 0.05 || agree < rec.greedy_ids.len() {
@@ -111,5 +131,9 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
         }
     }
     eprintln!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "differs from llama.cpp: {failures:?}\n{}", report.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "differs from llama.cpp: {failures:?}\n{}",
+        report.join("\n")
+    );
 }

@@ -19,7 +19,11 @@ pub(super) fn layer(l: &Loader<'_>, il: usize, cfg: &ModelConfig) -> Result<Laye
         qkv: l.qkv_separate(il, cfg)?,
         qkv_bias: None,
         qk_norm,
-        wo: l.matrix(&format!("blk.{il}.attn_output.weight"), cfg.n_embd, cfg.q_dim())?,
+        wo: l.matrix(
+            &format!("blk.{il}.attn_output.weight"),
+            cfg.n_embd,
+            cfg.q_dim(),
+        )?,
         attn_post_norm: Some(l.norm(il, "post_attention_norm", cfg.n_embd)?),
         ffn_norm: l.norm(il, "ffn_norm", cfg.n_embd)?,
         gate_up: l.gate_up_separate(il, cfg)?,

@@ -152,7 +152,12 @@ impl<'a> Loader<'a> {
         })
     }
 
-    pub(crate) fn opt_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<MatrixRef>> {
+    pub(crate) fn opt_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<MatrixRef>> {
         if self.file.tensor_info(name).is_none() {
             return Ok(None);
         }
@@ -161,13 +166,18 @@ impl<'a> Loader<'a> {
 
     /// A vector of `n` values, dequantized to f32 (norm weights and biases are small).
     pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        let t = self.file.require_tensor(name).map_err(|_| EngineError::MissingTensor(name.to_string()))?;
+        let t = self
+            .file
+            .require_tensor(name)
+            .map_err(|_| EngineError::MissingTensor(name.to_string()))?;
         self.check_dims(name, t.dims(), &[n as u64])?;
         let mut out = vec![0.0f32; n];
-        perch_quant::dequantize_row(t.ty(), t.data, &mut out).map_err(|e| EngineError::UnsupportedType {
-            name: name.to_string(),
-            ty: t.ty(),
-            why: e.to_string(),
+        perch_quant::dequantize_row(t.ty(), t.data, &mut out).map_err(|e| {
+            EngineError::UnsupportedType {
+                name: name.to_string(),
+                ty: t.ty(),
+                why: e.to_string(),
+            }
         })?;
         Ok(out)
     }

@@ -11,17 +11,28 @@ pub(super) fn layer(l: &Loader<'_>, il: usize, cfg: &ModelConfig) -> Result<Laye
         Some(m) => QkvWeights::Fused(m),
         None => l.qkv_separate(il, cfg)?,
     };
-    let gate_up = if l.opt_matrix(&format!("blk.{il}.ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?.is_some() {
+    let gate_up = if l
+        .opt_matrix(&format!("blk.{il}.ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?
+        .is_some()
+    {
         l.gate_up_separate(il, cfg)?
     } else {
-        GateUpWeights::Fused(l.matrix(&format!("blk.{il}.ffn_up.weight"), 2 * cfg.n_ff, cfg.n_embd)?)
+        GateUpWeights::Fused(l.matrix(
+            &format!("blk.{il}.ffn_up.weight"),
+            2 * cfg.n_ff,
+            cfg.n_embd,
+        )?)
     };
     Ok(Layer {
         attn_norm: l.norm(il, "attn_norm", cfg.n_embd)?,
         qkv,
         qkv_bias: None,
         qk_norm: None,
-        wo: l.matrix(&format!("blk.{il}.attn_output.weight"), cfg.n_embd, cfg.q_dim())?,
+        wo: l.matrix(
+            &format!("blk.{il}.attn_output.weight"),
+            cfg.n_embd,
+            cfg.q_dim(),
+        )?,
         attn_post_norm: None,
         ffn_norm: l.norm(il, "ffn_norm", cfg.n_embd)?,
         gate_up,

@@ -366,7 +366,11 @@ mod tests {
         let b = BlockHash::chain(&[9, 9, 3, 4], 2);
         assert_eq!(a.len(), 2);
         assert_ne!(a[1], b[1], "same block after a different prefix");
-        assert_eq!(BlockHash::chain(&[1, 2, 3], 2).len(), 1, "only full blocks are hashed");
+        assert_eq!(
+            BlockHash::chain(&[1, 2, 3], 2).len(),
+            1,
+            "only full blocks are hashed"
+        );
     }
 
     proptest! {

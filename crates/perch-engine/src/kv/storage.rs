@@ -45,8 +45,12 @@ impl KvStorage {
         let per_v = layout.n_blocks * layout.n_head_kv * layout.block_size * layout.head_dim_v;
         KvStorage {
             layout,
-            k: (0..layout.n_layer).map(|_| vec![f16::ZERO; per_k]).collect(),
-            v: (0..layout.n_layer).map(|_| vec![f16::ZERO; per_v]).collect(),
+            k: (0..layout.n_layer)
+                .map(|_| vec![f16::ZERO; per_k])
+                .collect(),
+            v: (0..layout.n_layer)
+                .map(|_| vec![f16::ZERO; per_v])
+                .collect(),
         }
     }
 
@@ -92,8 +96,14 @@ impl KvStorage {
         let nk = l.n_head_kv * l.block_size * l.head_dim_k;
         let nv = l.n_head_kv * l.block_size * l.head_dim_v;
         for layer in 0..l.n_layer {
-            self.k[layer].copy_within(src as usize * nk..(src as usize + 1) * nk, dst as usize * nk);
-            self.v[layer].copy_within(src as usize * nv..(src as usize + 1) * nv, dst as usize * nv);
+            self.k[layer].copy_within(
+                src as usize * nk..(src as usize + 1) * nk,
+                dst as usize * nk,
+            );
+            self.v[layer].copy_within(
+                src as usize * nv..(src as usize + 1) * nv,
+                dst as usize * nv,
+            );
         }
     }
 }
