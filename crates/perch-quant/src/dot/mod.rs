@@ -13,6 +13,7 @@
 //! cannot run.
 
 mod scalar;
+mod scalar_iq;
 mod scalar_k;
 
 #[cfg(target_arch = "x86_64")]
@@ -68,14 +69,7 @@ pub(crate) fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
-/// The IQ4_NL / IQ4_XS non-linear grid (`kvalues_iq4nl`).
-pub(crate) const KVALUES_IQ4NL: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
-
-/// The doubled E2M1 values of MXFP4 / NVFP4 (`kvalues_mxfp4`).
-pub(crate) const KVALUES_MXFP4: [i8; 16] =
-    [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+pub(crate) use crate::tables::{KVALUES_IQ4NL, KVALUES_MXFP4};
 
 /// The activation type ggml multiplies weights of type `w` with (`vec_dot_type` in ggml-cpu's
 /// `type_traits_cpu`). Types with no dot product here (the integer types, F64 and Q8_K itself)
@@ -138,6 +132,13 @@ pub fn scalar_fn(ty: GgmlType) -> Option<DotFn> {
         TQ1_0 => wrap!(scalar_k::tq1_0_q8_k, BlockTq1_0, BlockQ8K),
         TQ2_0 => wrap!(scalar_k::tq2_0_q8_k, BlockTq2_0, BlockQ8K),
         IQ4_XS => wrap!(scalar_k::iq4_xs_q8_k, BlockIq4Xs, BlockQ8K),
+        IQ2_XXS => wrap!(scalar_iq::iq2_xxs_q8_k, BlockIq2Xxs, BlockQ8K),
+        IQ2_XS => wrap!(scalar_iq::iq2_xs_q8_k, BlockIq2Xs, BlockQ8K),
+        IQ2_S => wrap!(scalar_iq::iq2_s_q8_k, BlockIq2S, BlockQ8K),
+        IQ3_XXS => wrap!(scalar_iq::iq3_xxs_q8_k, BlockIq3Xxs, BlockQ8K),
+        IQ3_S => wrap!(scalar_iq::iq3_s_q8_k, BlockIq3S, BlockQ8K),
+        IQ1_S => wrap!(scalar_iq::iq1_s_q8_k, BlockIq1S, BlockQ8K),
+        IQ1_M => wrap!(scalar_iq::iq1_m_q8_k, BlockIq1M, BlockQ8K),
         _ => return None,
     })
 }
