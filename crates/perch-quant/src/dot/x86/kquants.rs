@@ -37,11 +37,17 @@ macro_rules! k_kernels {
             hsum_i32(_mm256_madd_epi16(bsums(y), scales16))
         }
 
-        /// Two `i16` scales: `a` for bytes 0..16 of a 32-element chunk, `b` for 16..32.
+        /// The `i16` scales of chunk `c` (groups `2c` and `2c + 1`) from all sixteen: group
+        /// `2c`'s in the low 128-bit lane, `2c + 1`'s in the high one.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn scale2(a: i16, b: i16) -> __m256i {
-            _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a))
+        fn chunk_scales(sc16: __m256i, c: usize) -> __m256i {
+            let pair = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c as i32));
+            let mask = _mm256_setr_epi8(
+                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                2, 3, 2, 3,
+            );
+            _mm256_shuffle_epi8(pair, mask)
         }
 
         /// `acc += maddwd(maddubs(q, y), sc)`.
@@ -174,12 +180,14 @@ macro_rules! k_kernels {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
                 let d = yb.d.get() * h2f2(xb.d.to_bits(), 0).0;
-                let sc = &xb.scales;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
-                let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
-                // Quants are stored +32: subtract 32 * Σ scale * bsum at the end.
-                let offset = bsum_dot(yb, sc16);
-                let mut sumi = _mm256_setzero_si256();
+                let sc16 =
+                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) });
+                // Quants are stored +32: start from -32 * Σ scale * bsum (lane-wise).
+                let mut sumi = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(yb), sc16)),
+                );
                 for h in 0..2 {
                     let ql0 = load32u(&xb.ql[64 * h..]);
                     let ql1 = load32u(&xb.ql[64 * h + 32..]);
@@ -204,18 +212,10 @@ macro_rules! k_kernels {
                     ];
                     for (k, qk) in q.into_iter().enumerate() {
                         let c = 4 * h + k;
-                        let s = scale2(i16::from(sc[2 * c]), i16::from(sc[2 * c + 1]));
-                        sumi = acc_chunk(sumi, qk, q8(yb, c), s);
+                        sumi = acc_chunk(sumi, qk, q8(yb, c), chunk_scales(sc16, c));
                     }
                 }
-                let total = _mm256_cvtepi32_ps(sumi);
-                let fix = (-32 * offset) as f32;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), total, acc);
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d),
-                    _mm256_setr_ps(fix, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-                    acc,
-                );
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum_ps(acc)
         }
@@ -232,10 +232,12 @@ macro_rules! k_kernels {
                 let sc = q3k_scales(&xb.scales);
                 // SAFETY: `sc` is 16 readable bytes; unaligned load.
                 let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
-                // Quants are taken as q + 4 (0..7): subtract 4 * Σ scale * bsum.
-                let offset = bsum_dot(yb, sc16);
+                // Quants are taken as q + 4 (0..7): start from -4 * Σ scale * bsum.
                 let hm = load32(&xb.hmask);
-                let mut sumi = _mm256_setzero_si256();
+                let mut sumi = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums(yb), sc16)),
+                );
                 for n in 0..8 {
                     let q3 = load32u(&xb.qs[32 * (n / 4)..]);
                     let lo = _mm256_and_si256(
@@ -245,17 +247,9 @@ macro_rules! k_kernels {
                     let hb =
                         _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128((n) as i32)), one);
                     let q = _mm256_or_si256(lo, _mm256_slli_epi16::<2>(hb));
-                    let s = scale2(i16::from(sc[2 * n]), i16::from(sc[2 * n + 1]));
-                    sumi = acc_chunk(sumi, q, q8(yb, n), s);
+                    sumi = acc_chunk(sumi, q, q8(yb, n), chunk_scales(sc16, n));
                 }
-                let total = _mm256_cvtepi32_ps(sumi);
-                let fix = (-4 * offset) as f32;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), total, acc);
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d),
-                    _mm256_setr_ps(fix, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-                    acc,
-                );
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum_ps(acc)
         }
@@ -277,7 +271,7 @@ macro_rules! k_kernels {
                 let scb = unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) };
                 let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(scb), m4));
                 acc_m += dmin * bsum_dot(yb, mins16) as f32;
-                let sc = &xb.scales;
+                let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(scb, m4));
                 let mut sumi = _mm256_setzero_si256();
                 for n in 0..8 {
                     let q2 = load32u(&xb.qs[32 * (n / 4)..]);
@@ -285,7 +279,7 @@ macro_rules! k_kernels {
                         _mm256_srl_epi16(q2, _mm_cvtsi32_si128((2 * (n % 4)) as i32)),
                         m3,
                     );
-                    let s = scale2(i16::from(sc[2 * n] & 0xf), i16::from(sc[2 * n + 1] & 0xf));
+                    let s = chunk_scales(sc16, n);
                     sumi = acc_chunk(sumi, q, q8(yb, n), s);
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
