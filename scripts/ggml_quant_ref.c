@@ -4,10 +4,12 @@
  * It is never built by cargo and never shipped. Build (outside the repo):
  *
  *   G=<llama.cpp>/ggml
- *   cc -O2 -std=c11 -I$G/include -I$G/src -I$G/src/ggml-cpu scripts/ggml_quant_ref.c \
+ *   cc -O2 -std=gnu11 -I$G/include -I$G/src -I$G/src/ggml-cpu scripts/ggml_quant_ref.c \
  *      $G/src/ggml-quants.c -o /tmp/ggml_quant_ref -lm
  *
- * (-O2 without -march=native / -ffast-math, so the compiler contracts nothing into FMAs.)
+ * (-O2 without -march=native / -ffast-math, so the compiler contracts nothing into FMAs;
+ * the peer's own libggml-base, where llama-quantize's ggml-quants.c lives, is built the
+ * same way: -O3 with no -march flag.)
  *
  * Usage:
  *   ggml_quant_ref dequant  TYPE_ID N_ELEMENTS IN_BLOCKS OUT_F32
