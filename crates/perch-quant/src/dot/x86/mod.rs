@@ -14,6 +14,7 @@ pub(crate) mod common;
 mod float;
 mod kquants;
 mod legacy;
+mod ternary;
 
 use super::{DotFn, cast};
 use crate::blocks::*;
@@ -61,6 +62,8 @@ pub(super) fn avx2_fn(ty: GgmlType) -> Option<DotFn> {
         Q5_K => tf_wrap!(kquants::avx2::q5_k, BlockQ5K, BlockQ8K),
         Q6_K => tf_wrap!(kquants::avx2::q6_k, BlockQ6K, BlockQ8K),
         IQ4_XS => tf_wrap!(kquants::avx2::iq4_xs, BlockIq4Xs, BlockQ8K),
+        TQ1_0 => tf_wrap!(ternary::avx2::tq1_0, BlockTq1_0, BlockQ8K),
+        TQ2_0 => tf_wrap!(ternary::avx2::tq2_0, BlockTq2_0, BlockQ8K),
         _ => return None,
     })
 }
@@ -87,6 +90,8 @@ pub(super) fn avx512_fn(ty: GgmlType) -> Option<DotFn> {
         Q5_K => tf_wrap!(kquants::avx512::q5_k, BlockQ5K, BlockQ8K),
         Q6_K => tf_wrap!(kquants::avx512::q6_k, BlockQ6K, BlockQ8K),
         IQ4_XS => tf_wrap!(kquants::avx512::iq4_xs, BlockIq4Xs, BlockQ8K),
+        TQ1_0 => tf_wrap!(ternary::avx512::tq1_0, BlockTq1_0, BlockQ8K),
+        TQ2_0 => tf_wrap!(ternary::avx512::tq2_0, BlockTq2_0, BlockQ8K),
         _ => return None,
     })
 }
