@@ -24,11 +24,12 @@
 //!
 //! ## Memory limits
 //!
-//! A hostile file cannot make the reader allocate much more than the file's own size: counts
-//! are checked against the remaining bytes (each element needs at least its encoded size)
-//! before any allocation, so the parsed metadata takes at most about 3× the bytes of the
-//! metadata section (the worst case is an array of empty strings, 8 bytes each in the file
-//! and 24 in memory). On top of that:
+//! A hostile file cannot make the reader allocate much more than the file's own size: every
+//! count is checked against the bytes that remain (each element needs at least its encoded
+//! size: 8 bytes for a string, 12 for a nested array, 24 for a tensor info) before anything is
+//! allocated, so parsing takes at most about 5× the bytes of the header sections (the worst
+//! cases are arrays of empty strings, 8 bytes in the file and 24 in memory, and capacity
+//! reserved for a claimed number of entries). On top of that:
 //!
 //! | limit | value |
 //! |---|---|

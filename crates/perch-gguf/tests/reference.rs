@@ -210,3 +210,27 @@ fn llama_cpp_vocab_files_read_and_round_trip_byte_identically() {
         assert!(rewritten == original, "{}: rewrite differs", path.display());
     }
 }
+
+#[test]
+fn fuzz_seeds_parse_and_round_trip() {
+    // The fuzz target's seed corpus (scripts/gen_fuzz_seeds.py, written with gguf-py): every
+    // seed is a valid file, so fuzzing starts from inputs that reach deep into the reader.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/gguf_reader");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let original = std::fs::read(&path).unwrap();
+        let f = GgufFile::from_bytes(original.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(f.to_bytes().unwrap() == original, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 6);
+    let q = GgufFile::open(dir.join("quant_types.gguf")).unwrap();
+    let q4k = q.tensor("t.q4_k").unwrap();
+    assert_eq!(
+        (q4k.ty(), q4k.dims(), q4k.data.len()),
+        (GgmlType::Q4_K, &[256u64, 1][..], 144)
+    );
+    assert_eq!(q.tensor("t.bf16").unwrap().dims(), &[32, 1]);
+}
