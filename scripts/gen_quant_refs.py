@@ -33,7 +33,8 @@ Files written (all little-endian):
   quant/imatrix.f32       f32 importance vector (512 values)
   quant/<type>.ref        expected quantized bytes (bit-exact references)
   quant/<type>.ggml       ggml's quantized bytes without / ``.ggml_im`` with the importance
-                          vector (accuracy references for the K- and IQ4 quantizers)
+                          vector (accuracy references for the K- and IQ4 quantizers, and
+                          ``.ggml_im`` for Q4_0, Q4_1, Q5_0, Q5_1)
   quant/manifest.json     per type: shape, which files exist and where they came from
 """
 
@@ -317,6 +318,9 @@ def gen_dequant(tool: str | None) -> None:
 GGUF_PY_QUANT = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0,
                  "tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0, "mxfp4": T.MXFP4}
 GGML_ONLY_QUANT = ["q8_1", "q8_K", "q1_0", "q2_0"]
+# Legacy types whose ggml quantizer takes an importance vector (a different algorithm):
+# accuracy references with the vector, bit-exact references without.
+WEIGHTED_LEGACY = ["q4_0", "q4_1", "q5_0", "q5_1"]
 # Accuracy references: ggml's quantize_<type>, without and with the importance vector.
 ACCURACY_QUANT = ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"]
 
@@ -377,6 +381,9 @@ def gen_quant(tool: str | None) -> None:
                     entry["reference"] += " (== llama.cpp ggml-quants.c)"
             (out / f"{name}.ref").write_bytes(ref)
             entry["files"] = ["ref"]
+            if name in WEIGHTED_LEGACY and tool is not None:
+                (out / f"{name}.ggml_im").write_bytes(ggml_quantize(tool, type_id, rows, imatrix))
+                entry["files"].append("ggml_im")
         elif tool is None:
             print(f"{name}: needs --ggml, skipped", file=sys.stderr)
             continue

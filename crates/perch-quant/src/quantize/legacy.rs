@@ -1,11 +1,16 @@
 //! The reference quantizers of the 32/64/128-element block types, bit-exact with ggml's
-//! `quantize_row_*_ref` (and gguf-py's numpy ports of them).
+//! `quantize_row_*_ref` (and gguf-py's numpy ports of them), and importance-weighted
+//! variants of Q4_0, Q4_1, Q5_0 and Q5_1 (after ggml's `quantize_row_qX_Y_impl`, what
+//! llama-quantize runs with an imatrix), which keep per block the better of the weighted
+//! search and the reference quantizer.
 //!
 //! Each function quantizes `dst.len()` blocks from `src`, which must hold
 //! `dst.len() * block_size` values (checked in debug builds; [`super::quantize_row`] checks
 //! it and returns an error). The arithmetic is ggml's, step by step: the same divisions,
 //! reciprocals, `+ 0.5` truncations and round-half-away-from-zero.
 
+use super::best_of;
+use super::search::{QkxSearch, QxWeight, make_qkx_quants, make_qx_quants};
 use crate::blocks::*;
 use crate::dequant::e8m0_to_f32_half;
 use crate::tables::KVALUES_MXFP4;
@@ -227,4 +232,160 @@ pub fn quantize_q2_0(src: &[f32], dst: &mut [BlockQ2_0]) {
             y.qs[j / 4] |= (q as u8) << ((j % 4) * 2);
         }
     }
+}
+
+// --- importance-weighted variants ------------------------------------------------------------
+
+/// `sum(x^2) / n` over the whole row, as ggml's weighted legacy quantizers compute it.
+fn row_sigma2(x: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s / x.len() as f32
+}
+
+fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
+    let mut w = [0f32; 32];
+    for j in 0..32 {
+        w[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+    }
+    w
+}
+
+const QKX3: QkxSearch = QkxSearch {
+    rmin: -0.9,
+    rdelta: 0.05,
+    nstep: 36,
+    use_mad: false,
+};
+
+/// Packs 32 5-bit levels as Q5_0 / Q5_1 store them.
+fn pack_q5(levels: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
+    let mut qs = [0u8; 16];
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (x0, x1) = (levels[j], levels[j + 16]);
+        qs[j] = (x0 & 0x0f) | ((x1 & 0x0f) << 4);
+        qh |= ((x0 as u32 & 0x10) >> 4) << j;
+        qh |= ((x1 as u32 & 0x10) >> 4) << (j + 16);
+    }
+    (qh.to_le_bytes(), qs)
+}
+
+/// One block by ggml's importance-weighted search (`quantize_row_qX_Y_impl`): `None` runs
+/// the reference quantizer instead.
+type WeightedPass<B> = fn(&[f32], &mut [B], Option<(&[f32], f32)>);
+
+fn q4_0_pass(x: &[f32], y: &mut [BlockQ4_0], w: Option<(&[f32], f32)>) {
+    let Some((qw, sigma2)) = w else {
+        return quantize_q4_0(x, y);
+    };
+    let weight = block_weights(x, qw, sigma2);
+    let mut l = [0i8; 32];
+    let d = make_qx_quants(8, x, &mut l, QxWeight::Square, Some(&weight));
+    y[0].d = F16Le::from_f32(d);
+    for j in 0..16 {
+        y[0].qs[j] = l[j] as u8 | ((l[j + 16] as u8) << 4);
+    }
+}
+
+fn q4_1_pass(x: &[f32], y: &mut [BlockQ4_1], w: Option<(&[f32], f32)>) {
+    let Some((qw, sigma2)) = w else {
+        return quantize_q4_1(x, y);
+    };
+    let weight = block_weights(x, qw, sigma2);
+    let (mut l, mut aux) = ([0u8; 32], [0u8; 32]);
+    let (d, min) = make_qkx_quants(15, x, &weight, &mut l, &mut aux, QKX3);
+    y[0].d = F16Le::from_f32(d);
+    y[0].m = F16Le::from_f32(-min);
+    for j in 0..16 {
+        y[0].qs[j] = l[j] | (l[j + 16] << 4);
+    }
+}
+
+fn q5_0_pass(x: &[f32], y: &mut [BlockQ5_0], w: Option<(&[f32], f32)>) {
+    let Some((qw, sigma2)) = w else {
+        return quantize_q5_0(x, y);
+    };
+    let weight = block_weights(x, qw, sigma2);
+    let mut l = [0i8; 32];
+    let d = make_qx_quants(16, x, &mut l, QxWeight::Square, Some(&weight));
+    y[0].d = F16Le::from_f32(d);
+    (y[0].qh, y[0].qs) = pack_q5(&l.map(|v| v as u8));
+}
+
+fn q5_1_pass(x: &[f32], y: &mut [BlockQ5_1], w: Option<(&[f32], f32)>) {
+    let Some((qw, sigma2)) = w else {
+        return quantize_q5_1(x, y);
+    };
+    let weight = block_weights(x, qw, sigma2);
+    let (mut l, mut aux) = ([0u8; 32], [0u8; 32]);
+    let (d, min) = make_qkx_quants(31, x, &weight, &mut l, &mut aux, QKX3);
+    y[0].d = F16Le::from_f32(d);
+    y[0].m = F16Le::from_f32(-min);
+    (y[0].qh, y[0].qs) = pack_q5(&l);
+}
+
+/// Per block, the better (in importance-weighted squared error) of ggml's weighted search and
+/// its reference quantizer; `src` is the whole row (the weights use the row's mean square).
+fn weighted_row<B: crate::blocks::Block>(
+    src: &[f32],
+    dst: &mut [B],
+    imatrix: &[f32],
+    pass: WeightedPass<B>,
+    deq: fn(&[B], &mut [f32]),
+) {
+    debug_assert_eq!(src.len(), dst.len() * 32);
+    debug_assert_eq!(imatrix.len(), src.len());
+    let sigma2 = row_sigma2(src);
+    for (ib, (x, y)) in src.chunks_exact(32).zip(dst.iter_mut()).enumerate() {
+        let qw = &imatrix[32 * ib..32 * ib + 32];
+        let modes = [Some((qw, sigma2)), None];
+        *y = best_of(x, Some(qw), &modes, pass, deq);
+    }
+}
+
+/// Q4_0 with an importance vector (one weight per element of the row `src`).
+pub fn quantize_q4_0_imatrix(src: &[f32], dst: &mut [BlockQ4_0], imatrix: &[f32]) {
+    weighted_row(
+        src,
+        dst,
+        imatrix,
+        q4_0_pass,
+        crate::dequant::dequantize_q4_0,
+    );
+}
+
+/// Q4_1 with an importance vector (one weight per element of the row `src`).
+pub fn quantize_q4_1_imatrix(src: &[f32], dst: &mut [BlockQ4_1], imatrix: &[f32]) {
+    weighted_row(
+        src,
+        dst,
+        imatrix,
+        q4_1_pass,
+        crate::dequant::dequantize_q4_1,
+    );
+}
+
+/// Q5_0 with an importance vector (one weight per element of the row `src`).
+pub fn quantize_q5_0_imatrix(src: &[f32], dst: &mut [BlockQ5_0], imatrix: &[f32]) {
+    weighted_row(
+        src,
+        dst,
+        imatrix,
+        q5_0_pass,
+        crate::dequant::dequantize_q5_0,
+    );
+}
+
+/// Q5_1 with an importance vector (one weight per element of the row `src`).
+pub fn quantize_q5_1_imatrix(src: &[f32], dst: &mut [BlockQ5_1], imatrix: &[f32]) {
+    weighted_row(
+        src,
+        dst,
+        imatrix,
+        q5_1_pass,
+        crate::dequant::dequantize_q5_1,
+    );
 }

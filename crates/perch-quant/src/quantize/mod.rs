@@ -1,9 +1,11 @@
 //! Quantization: `f32` rows into ggml blocks.
 //!
 //! * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, TQ1_0, TQ2_0, MXFP4, Q1_0, Q2_0 and Q8_K: ggml's
-//!   reference quantizers, bit for bit (tested against gguf-py and llama.cpp). These ignore
-//!   the importance vector. (ggml has a different, importance-weighted quantizer for the
-//!   legacy types that llama-quantize uses when given an imatrix; perch does not have it yet.)
+//!   reference quantizers, bit for bit (tested against gguf-py and llama.cpp).
+//! * Q4_0, Q4_1, Q5_0, Q5_1 with an importance vector: ggml's weighted search (what
+//!   llama-quantize runs with an imatrix) or the reference quantizer, whichever is better per
+//!   block; tested to be at least as accurate as llama.cpp's. The other reference types
+//!   ignore the vector, as ggml's do.
 //! * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS: searched quantizers taking an optional
 //!   importance vector (a row of an imatrix: one weight per column), tested to be at least as
 //!   accurate as llama.cpp's on the same rows.
@@ -22,8 +24,9 @@ pub use kquants::{
     quantize_q2_k, quantize_q3_k, quantize_q4_k, quantize_q5_k, quantize_q6_k, quantize_q8_k,
 };
 pub use legacy::{
-    quantize_mxfp4, quantize_q1_0, quantize_q2_0, quantize_q4_0, quantize_q4_1, quantize_q5_0,
-    quantize_q5_1, quantize_q8_0, quantize_q8_1,
+    quantize_mxfp4, quantize_q1_0, quantize_q2_0, quantize_q4_0, quantize_q4_0_imatrix,
+    quantize_q4_1, quantize_q4_1_imatrix, quantize_q5_0, quantize_q5_0_imatrix, quantize_q5_1,
+    quantize_q5_1_imatrix, quantize_q8_0, quantize_q8_1,
 };
 pub use ternary::{quantize_tq1_0, quantize_tq2_0};
 
@@ -63,7 +66,10 @@ pub const fn has_quantizer(ty: GgmlType) -> bool {
 /// Whether `ty`'s quantizer uses an importance vector (the others accept and ignore one).
 pub const fn uses_imatrix(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS)
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+    )
 }
 
 /// Quantizes one block with each candidate algorithm (`quant(x, out, mode)`) and keeps the
@@ -161,10 +167,22 @@ pub fn quantize_row(
                 d.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
             }
         }
-        GgmlType::Q4_0 => quantize_q4_0(src, typed_mut::<BlockQ4_0>(dst)),
-        GgmlType::Q4_1 => quantize_q4_1(src, typed_mut::<BlockQ4_1>(dst)),
-        GgmlType::Q5_0 => quantize_q5_0(src, typed_mut::<BlockQ5_0>(dst)),
-        GgmlType::Q5_1 => quantize_q5_1(src, typed_mut::<BlockQ5_1>(dst)),
+        GgmlType::Q4_0 => match im {
+            None => quantize_q4_0(src, typed_mut::<BlockQ4_0>(dst)),
+            Some(w) => quantize_q4_0_imatrix(src, typed_mut::<BlockQ4_0>(dst), w),
+        },
+        GgmlType::Q4_1 => match im {
+            None => quantize_q4_1(src, typed_mut::<BlockQ4_1>(dst)),
+            Some(w) => quantize_q4_1_imatrix(src, typed_mut::<BlockQ4_1>(dst), w),
+        },
+        GgmlType::Q5_0 => match im {
+            None => quantize_q5_0(src, typed_mut::<BlockQ5_0>(dst)),
+            Some(w) => quantize_q5_0_imatrix(src, typed_mut::<BlockQ5_0>(dst), w),
+        },
+        GgmlType::Q5_1 => match im {
+            None => quantize_q5_1(src, typed_mut::<BlockQ5_1>(dst)),
+            Some(w) => quantize_q5_1_imatrix(src, typed_mut::<BlockQ5_1>(dst), w),
+        },
         GgmlType::Q8_0 => quantize_q8_0(src, typed_mut::<BlockQ8_0>(dst)),
         GgmlType::Q8_1 => quantize_q8_1(src, typed_mut::<BlockQ8_1>(dst)),
         GgmlType::MXFP4 => quantize_mxfp4(src, typed_mut::<BlockMxfp4>(dst)),
