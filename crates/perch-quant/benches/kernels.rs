@@ -5,7 +5,8 @@
 //! development machine: memory bound) on one thread and on two; criterion prints GB/s of
 //! weight bytes (rows per second = GB/s / row bytes). `mem/read` measures the machine's
 //! read bandwidth the same way (a SIMD sum over 256 MiB), so the matrix numbers can be read
-//! against it. `PERCH_SIMD` selects the level; `PERCH_BENCH_TYPES=q4_0,q4_K` narrows the
+//! against it. `batch/<type>` multiplies a 4096 x 4096 matrix by 8 and 64 activation rows
+//! (compute bound; elements/s = dot products per second). `PERCH_SIMD` selects the level; `PERCH_BENCH_TYPES=q4_0,q4_K` narrows the
 //! types. ggml's kernels on the same matrices: scripts/bench_ggml_kernels.sh.
 
 // criterion_group! generates an undocumented public function.
@@ -130,6 +131,29 @@ fn bench(c: &mut Criterion) {
                 BenchmarkId::new(format!("{rows}x{COLS}"), format!("{threads}t")),
                 |b| b.iter(|| pool.install(|| matmul(&wm, &x, &mut out).unwrap())),
             );
+        }
+        g.finish();
+
+        // Batched: 8 and 64 activation rows against a 4096 x 4096 matrix (compute bound);
+        // throughput in dot products (weight rows x activation rows) per second.
+        let rows = 4096;
+        let w = &w[..rows * row_bytes];
+        let wm = WeightMatrix::new(ty, rows, COLS, w).unwrap();
+        let mut g = c.benchmark_group(format!("batch/{}", ty.name()));
+        for n_act in [8, 64] {
+            let x = activations(ty, n_act);
+            let mut out = vec![0f32; rows * n_act];
+            g.throughput(Throughput::Elements((rows * n_act) as u64));
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                g.bench_function(
+                    BenchmarkId::new(format!("{n_act}rows"), format!("{threads}t")),
+                    |b| b.iter(|| pool.install(|| matmul(&wm, &x, &mut out).unwrap())),
+                );
+            }
         }
         g.finish();
     }

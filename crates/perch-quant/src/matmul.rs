@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::activations::QuantizedActivations;
-use crate::dot::{DotFn, dot_fn, scalar_fn, vec_dot_type};
+use crate::dot::{Dot4Fn, DotFn, dot_fn, dot4_fn, scalar_fn, vec_dot_type};
 use crate::simd::{SimdLevel, simd_level};
 use crate::types::GgmlType;
 
@@ -216,6 +216,7 @@ pub fn matmul_at(
         return Ok(());
     }
     let f = dot_fn(w.ty, level).ok_or(MatmulError::Unsupported(w.ty))?;
+    let f4 = dot4_fn(w.ty, level);
     if w.cols == 0 {
         out.fill(0.0);
         return Ok(());
@@ -232,7 +233,7 @@ pub fn matmul_at(
     let run = |c: usize| {
         let o0 = c * chunk;
         let o1 = (o0 + chunk).min(n_out);
-        chunk_product(f, w, x, o0, o1, ptr);
+        chunk_product(f, f4, w, x, o0, o1, ptr);
     };
     if n_chunks == 1 {
         run(0);
@@ -242,10 +243,13 @@ pub fn matmul_at(
     Ok(())
 }
 
-/// Computes outputs `o0..o1` for every activation row.
+/// Computes outputs `o0..o1` for every activation row: four activation rows at a time with
+/// the four-row kernel where there is one (bit-identical to the one-row kernel), the rest
+/// one by one.
 #[inline]
 fn chunk_product(
     f: DotFn,
+    f4: Option<Dot4Fn>,
     w: &WeightMatrix<'_>,
     x: &QuantizedActivations,
     o0: usize,
@@ -253,7 +257,24 @@ fn chunk_product(
     out: OutPtr,
 ) {
     let n_out = w.rows;
-    for r in 0..x.rows() {
+    let mut r0 = 0;
+    if let Some(f4) = f4 {
+        while r0 + 4 <= x.rows() {
+            let xs = [x.row(r0), x.row(r0 + 1), x.row(r0 + 2), x.row(r0 + 3)];
+            for o in o0..o1 {
+                let v = f4(w.row(o), xs);
+                for (k, vk) in v.into_iter().enumerate() {
+                    let idx = (r0 + k) * n_out + o;
+                    debug_assert!(idx < x.rows() * n_out);
+                    // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`), and
+                    // this task alone writes indices with `o` in its range `o0..o1`.
+                    unsafe { out.0.add(idx).write(vk) };
+                }
+            }
+            r0 += 4;
+        }
+    }
+    for r in r0..x.rows() {
         let xr = x.row(r);
         for o in o0..o1 {
             let v = f(w.row(o), xr);

@@ -193,3 +193,40 @@ fn pairing_matches_ggml_type_traits_cpu() {
         assert_eq!(vec_dot_type(w), a, "{w}");
     }
 }
+
+#[test]
+fn four_row_kernels_are_bit_identical_to_one_row_kernels() {
+    use perch_quant::dot::dot4_fn;
+    let mut checked = 0;
+    for level in SimdLevel::supported() {
+        for ty in dot_types() {
+            let Some(f4) = dot4_fn(ty, level) else {
+                continue;
+            };
+            let f = dot_fn(ty, level).unwrap();
+            let act = vec_dot_type(ty);
+            for fill in FILLS {
+                for k in [1, 3, 9] {
+                    let n = row_len(ty, k);
+                    let mut r = Rng(0x4444 ^ (ty.id() << 8) ^ k as u32);
+                    let w = weight_row(ty, n, &mut r, fill);
+                    let xs: Vec<Vec<u8>> = (0..4)
+                        .map(|_| quantized(act, &activation_row(n, &mut r, fill)))
+                        .collect();
+                    let got = f4(&w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+                    for (i, x) in xs.iter().enumerate() {
+                        assert_eq!(
+                            got[i].to_bits(),
+                            f(&w, x).to_bits(),
+                            "{ty} at {level} {fill:?} n={n} row {i}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    if SimdLevel::detected() > SimdLevel::Scalar {
+        assert!(checked > 0, "no four-row kernel was checked");
+    }
+}

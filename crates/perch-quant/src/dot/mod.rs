@@ -30,6 +30,11 @@ use crate::types::GgmlType;
 /// not; [`vec_dot`] and the matrix products validate shapes first and return errors instead.
 pub type DotFn = fn(w: &[u8], x: &[u8]) -> f32;
 
+/// A kernel for one weight row against four activation rows at once (the weight blocks are
+/// unpacked once). Its results are bit-identical to four calls of the [`DotFn`] of the same
+/// type and level, so a matrix product does not depend on how activation rows are grouped.
+pub type Dot4Fn = fn(w: &[u8], x: [&[u8]; 4]) -> [f32; 4];
+
 /// The `e8m0`-coded power of two halved, as ggml's `GGML_E8M0_TO_FP32_HALF`.
 #[inline]
 pub(crate) fn e8m0_to_f32_half(x: u8) -> f32 {
@@ -173,6 +178,19 @@ pub fn kernel_level(ty: GgmlType, level: SimdLevel) -> Option<SimdLevel> {
 /// one; never a level this CPU lacks). `None` when the type has no dot product.
 pub fn dot_fn(ty: GgmlType, level: SimdLevel) -> Option<DotFn> {
     kernel_level(ty, level).and_then(|l| exact_fn(ty, l))
+}
+
+/// The four-row kernel for `ty` at the level [`dot_fn`] would use, if that level has one.
+pub fn dot4_fn(ty: GgmlType, level: SimdLevel) -> Option<Dot4Fn> {
+    match kernel_level(ty, level)? {
+        SimdLevel::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => x86::avx2_fn4(ty),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => x86::avx512_fn4(ty),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
 }
 
 /// Rows that cannot be multiplied.

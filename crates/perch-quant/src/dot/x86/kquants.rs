@@ -118,6 +118,134 @@ macro_rules! k_kernels {
             hsum_ps(acc) - acc_m
         }
 
+        /// Q4_K against four activation rows at once: each super-block's quants and scales
+        /// are unpacked once. Bit-identical to four [`q4_k`] calls.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q4_k_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            for yr in y {
+                assert_eq!(x.len(), yr.len(), "block counts");
+            }
+            let m4 = _mm256_set1_epi8(0x0f);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_m = [0.0f32; 4];
+            for (i, xb) in x.iter().enumerate() {
+                let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
+                let (sc, mn) = k4_scales_mins(&xb.scales);
+                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
+                    mn[0] as i8,
+                    mn[0] as i8,
+                    mn[1] as i8,
+                    mn[1] as i8,
+                    mn[2] as i8,
+                    mn[2] as i8,
+                    mn[3] as i8,
+                    mn[3] as i8,
+                    mn[4] as i8,
+                    mn[4] as i8,
+                    mn[5] as i8,
+                    mn[5] as i8,
+                    mn[6] as i8,
+                    mn[6] as i8,
+                    mn[7] as i8,
+                    mn[7] as i8,
+                ));
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for r in 0..4 {
+                    let yd = y[r][i].d.get();
+                    acc_m[r] += yd * xmin * bsum_dot(&y[r][i], mins16) as f32;
+                }
+                for j in 0..4 {
+                    let q = load32u(&xb.qs[32 * j..]);
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
+                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    for r in 0..4 {
+                        sumi[r] = acc_chunk(sumi[r], lo, q8(&y[r][i], 2 * j), s0);
+                        sumi[r] = acc_chunk(sumi[r], hi, q8(&y[r][i], 2 * j + 1), s1);
+                    }
+                }
+                for r in 0..4 {
+                    let d = y[r][i].d.get() * xd;
+                    acc[r] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                }
+            }
+            core::array::from_fn(|r| hsum_ps(acc[r]) - acc_m[r])
+        }
+
+        /// Q6_K against four activation rows at once (bit-identical to four [`q6_k`] calls).
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q6_k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            for yr in y {
+                assert_eq!(x.len(), yr.len(), "block counts");
+            }
+            let m4 = _mm256_set1_epi8(0x0f);
+            let m3 = _mm256_set1_epi8(0x30);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, xb) in x.iter().enumerate() {
+                let xd = h2f2(xb.d.to_bits(), 0).0;
+                // SAFETY: `scales` is 16 readable bytes; unaligned load.
+                let sc16 =
+                    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) });
+                let mut sumi: [__m256i; 4] = core::array::from_fn(|r| {
+                    _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(&y[r][i]), sc16)),
+                    )
+                });
+                for h in 0..2 {
+                    let ql0 = load32u(&xb.ql[64 * h..]);
+                    let ql1 = load32u(&xb.ql[64 * h + 32..]);
+                    let qh = load32u(&xb.qh[32 * h..]);
+                    let q = q6_quants(ql0, ql1, qh, m4, m3);
+                    for (k, qk) in q.into_iter().enumerate() {
+                        let c = 4 * h + k;
+                        let s = chunk_scales(sc16, c);
+                        for r in 0..4 {
+                            sumi[r] = acc_chunk(sumi[r], qk, q8(&y[r][i], c), s);
+                        }
+                    }
+                }
+                for r in 0..4 {
+                    let d = y[r][i].d.get() * xd;
+                    acc[r] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                }
+            }
+            core::array::from_fn(|r| hsum_ps(acc[r]))
+        }
+
+        /// The four 32-byte chunks of unsigned 6-bit quants of one Q6_K half.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn q6_quants(
+            ql0: __m256i,
+            ql1: __m256i,
+            qh: __m256i,
+            m4: __m256i,
+            m3: __m256i,
+        ) -> [__m256i; 4] {
+            [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, m3),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                ),
+            ]
+        }
+
         /// Q5_K · Q8_K.
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {

@@ -80,6 +80,71 @@ macro_rules! legacy_kernels {
             })
         }
 
+        /// Q4_0 against four activation rows at once: each weight block is unpacked once.
+        /// Per row, the same operations in the same order as [`q4_0`], so the results are
+        /// bit-identical to four calls of it.
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            for yr in y {
+                assert_eq!(x.len(), yr.len(), "block counts");
+            }
+            let eight = _mm256_set1_epi8(8);
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for (c, xc) in x.chunks(8).enumerate() {
+                let base = 8 * c;
+                let mut a = [0u16; 8];
+                for (k, xb) in xc.iter().enumerate() {
+                    a[k] = xb.d.to_bits();
+                }
+                let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
+                    let mut b = [0u16; 8];
+                    for (k, yb) in y[r][base..base + xc.len()].iter().enumerate() {
+                        b[k] = yb.d.to_bits();
+                    }
+                    f16_products(&a, &b)
+                });
+                for (k, xb) in xc.iter().enumerate() {
+                    let qx = _mm256_sub_epi8(nibbles32(&xb.qs), eight);
+                    for r in 0..4 {
+                        let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&y[r][base + k].qs)));
+                        acc[r][k % 2] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k]), p, acc[r][k % 2]);
+                    }
+                }
+            }
+            core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])))
+        }
+
+        /// Q8_0 against four activation rows at once (bit-identical to four [`q8_0`] calls).
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            for yr in y {
+                assert_eq!(x.len(), yr.len(), "block counts");
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for (c, xc) in x.chunks(8).enumerate() {
+                let base = 8 * c;
+                let mut a = [0u16; 8];
+                for (k, xb) in xc.iter().enumerate() {
+                    a[k] = xb.d.to_bits();
+                }
+                let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
+                    let mut b = [0u16; 8];
+                    for (k, yb) in y[r][base..base + xc.len()].iter().enumerate() {
+                        b[k] = yb.d.to_bits();
+                    }
+                    f16_products(&a, &b)
+                });
+                for (k, xb) in xc.iter().enumerate() {
+                    let qx = load32(&xb.qs);
+                    for r in 0..4 {
+                        let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&y[r][base + k].qs)));
+                        acc[r][k % 2] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k]), p, acc[r][k % 2]);
+                    }
+                }
+            }
+            core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])))
+        }
+
         /// Q4_1 · Q8_1.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {

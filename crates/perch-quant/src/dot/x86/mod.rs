@@ -16,7 +16,7 @@ mod kquants;
 mod legacy;
 mod ternary;
 
-use super::{DotFn, cast};
+use super::{Dot4Fn, DotFn, cast};
 use crate::blocks::*;
 use crate::simd::cpu;
 use crate::types::GgmlType;
@@ -39,6 +39,42 @@ macro_rules! tf_wrap {
         }
         w as DotFn
     }};
+}
+
+/// Wraps a typed four-row `#[target_feature]` kernel as a [`Dot4Fn`].
+macro_rules! tf_wrap4 {
+    ($f:path, $w:ty, $x:ty) => {{
+        fn w(a: &[u8], b: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: handed out only for a level the CPU supports (see the module docs),
+            // which includes every feature `$f` is compiled with.
+            unsafe { $f(cast::<$w>(a), b.map(cast::<$x>)) }
+        }
+        w as Dot4Fn
+    }};
+}
+
+/// The AVX2 four-row kernel for `ty`, if there is one.
+pub(super) fn avx2_fn4(ty: GgmlType) -> Option<Dot4Fn> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => tf_wrap4!(legacy::avx2::q4_0_x4, BlockQ4_0, BlockQ8_0),
+        Q8_0 => tf_wrap4!(legacy::avx2::q8_0_x4, BlockQ8_0, BlockQ8_0),
+        Q4_K => tf_wrap4!(kquants::avx2::q4_k_x4, BlockQ4K, BlockQ8K),
+        Q6_K => tf_wrap4!(kquants::avx2::q6_k_x4, BlockQ6K, BlockQ8K),
+        _ => return None,
+    })
+}
+
+/// The AVX-512 four-row kernel for `ty`, if there is one.
+pub(super) fn avx512_fn4(ty: GgmlType) -> Option<Dot4Fn> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => tf_wrap4!(legacy::avx512::q4_0_x4, BlockQ4_0, BlockQ8_0),
+        Q8_0 => tf_wrap4!(legacy::avx512::q8_0_x4, BlockQ8_0, BlockQ8_0),
+        Q4_K => tf_wrap4!(kquants::avx512::q4_k_x4, BlockQ4K, BlockQ8K),
+        Q6_K => tf_wrap4!(kquants::avx512::q6_k_x4, BlockQ6K, BlockQ8K),
+        _ => return None,
+    })
 }
 
 /// The AVX2 kernel for `ty`, if there is one.
