@@ -107,7 +107,7 @@ fn int_or_range(v: &Value) -> Option<String> {
     Some(if lo == hi {
         lo.to_string()
     } else {
-        format!("{lo}-{hi} (per layer)")
+        format!("{lo}-{hi} per layer")
     })
 }
 
@@ -367,11 +367,15 @@ fn render_text(args: &InspectArgs, f: &GgufFile) -> String {
         ("file type", or_unknown(s.file_type.as_ref())),
         (
             "parameters",
-            format!(
-                "{} ({})",
-                human_count(s.parameters),
-                thousands(s.parameters)
-            ),
+            if s.parameters < 1000 {
+                s.parameters.to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    human_count(s.parameters),
+                    thousands(s.parameters)
+                )
+            },
         ),
         (
             "context length",
@@ -626,7 +630,7 @@ mod tests {
         assert_eq!(int_or_range(&Value::U32(9)).unwrap(), "9");
         assert_eq!(
             int_or_range(&Value::from(vec![4i32, 8, 8])).unwrap(),
-            "4-8 (per layer)"
+            "4-8 per layer"
         );
         assert_eq!(int_or_range(&Value::from(vec![3u32, 3])).unwrap(), "3");
         assert_eq!(int_or_range(&Value::from("x")), None);
