@@ -21,6 +21,13 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+// CPU time of this thread: single-thread numbers stay comparable on a shared machine.
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
 struct job {
     ggml_vec_dot_t dot;
     const uint8_t *w;
@@ -87,14 +94,18 @@ int main(int argc, char **argv) {
         int iters = 200000;
         float sink = 0;
         double t0 = now();
+        double c0 = cpu_now();
         for (int i = 0; i < iters; i++) {
             float v;
             tr->vec_dot(COLS, &v, 0, w, 0, x, 0, 1);
             sink += v;
         }
         double dt = (now() - t0) / iters;
+        double dc = (cpu_now() - c0) / iters;
         printf("ggml %-8s dot/l1        %8.2f GB/s  %10.0f rows/s  (%.1f ns/row) %g\n", argv[a],
                row_bytes / dt / 1e9, 1 / dt, dt * 1e9, sink * 0);
+        printf("ggml %-8s dot/l1-cpu    %8.2f GB/s  %10.0f rows/s  (%.1f ns/row)\n", argv[a],
+               row_bytes / dc / 1e9, 1 / dc, dc * 1e9);
         for (int threads = 1; threads <= 2; threads++) {
             matvec(&base, rows, threads);  // warm up
             int n = 0;
@@ -103,6 +114,15 @@ int main(int argc, char **argv) {
             dt = (now() - t0) / n;
             printf("ggml %-8s matvec %dx%d %dt %8.2f GB/s  %10.0f rows/s\n", argv[a], rows, COLS,
                    threads, row_bytes * (double)rows / dt / 1e9, rows / dt);
+            if (threads == 1) {
+                n = 0;
+                c0 = cpu_now();
+                t0 = now();
+                do { matvec(&base, rows, 1); n++; } while (now() - t0 < 2.0);
+                dc = (cpu_now() - c0) / n;
+                printf("ggml %-8s matvec %dx%d 1t-cpu %8.2f GB/s  %10.0f rows/s\n", argv[a], rows,
+                       COLS, row_bytes * (double)rows / dc / 1e9, rows / dc);
+            }
         }
         fflush(stdout);
         free(f); free(imat); free(w); free(x); free(xf); free(out);

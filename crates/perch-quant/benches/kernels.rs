@@ -8,6 +8,10 @@
 //! against it. `batch/<type>` multiplies a 4096 x 4096 matrix by 8 and 64 activation rows
 //! (compute bound; elements/s = dot products per second). `PERCH_SIMD` selects the level; `PERCH_BENCH_TYPES=q4_0,q4_K` narrows the
 //! types. ggml's kernels on the same matrices: scripts/bench_ggml_kernels.sh.
+//!
+//! The `*-cpu` variants time single-thread runs in the thread's CPU time instead of wall
+//! time, which keeps them comparable on a machine shared with other work (the development
+//! machine's 2 cores usually are); scripts/bench_ggml_kernels.sh reports ggml's the same way.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -22,6 +26,30 @@ use perch_quant::types::ALL;
 use perch_quant::{GgmlType, QuantizedActivations, simd_level, vec_dot_type};
 
 const COLS: usize = 4096;
+
+/// CPU time of the calling thread in nanoseconds (Linux: /proc/thread-self/schedstat), so
+/// single-thread results stay meaningful on a machine shared with other work.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Times `iters` runs of `f` in thread CPU time (wall time where that is unavailable).
+fn cpu_timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let wall = std::time::Instant::now();
+    let t0 = thread_cpu_ns();
+    for _ in 0..iters {
+        f();
+    }
+    match (t0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => Duration::from_nanos(b - a),
+        _ => wall.elapsed(),
+    }
+}
 const MATRIX_BYTES: usize = 64 << 20;
 
 fn types() -> Vec<GgmlType> {
@@ -112,6 +140,13 @@ fn bench(c: &mut Criterion) {
             let mut g = c.benchmark_group(format!("dot/{}", ty.name()));
             g.throughput(Throughput::Bytes(row_bytes as u64));
             g.bench_function("l1", |b| b.iter(|| f(black_box(&w), black_box(x.row(0)))));
+            g.bench_function("l1-cpu", |b| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        black_box(f(black_box(&w), black_box(x.row(0))));
+                    })
+                })
+            });
             g.finish();
         }
         // Matrix x vector over ~64 MiB.
@@ -131,6 +166,13 @@ fn bench(c: &mut Criterion) {
                 BenchmarkId::new(format!("{rows}x{COLS}"), format!("{threads}t")),
                 |b| b.iter(|| pool.install(|| matmul(&wm, &x, &mut out).unwrap())),
             );
+            if threads == 1 {
+                g.bench_function(BenchmarkId::new(format!("{rows}x{COLS}"), "1t-cpu"), |b| {
+                    b.iter_custom(|iters| {
+                        pool.install(|| cpu_timed(iters, || matmul(&wm, &x, &mut out).unwrap()))
+                    })
+                });
+            }
         }
         g.finish();
 
@@ -153,6 +195,13 @@ fn bench(c: &mut Criterion) {
                     BenchmarkId::new(format!("{n_act}rows"), format!("{threads}t")),
                     |b| b.iter(|| pool.install(|| matmul(&wm, &x, &mut out).unwrap())),
                 );
+                if threads == 1 {
+                    g.bench_function(BenchmarkId::new(format!("{n_act}rows"), "1t-cpu"), |b| {
+                        b.iter_custom(|iters| {
+                            pool.install(|| cpu_timed(iters, || matmul(&wm, &x, &mut out).unwrap()))
+                        })
+                    });
+                }
             }
         }
         g.finish();

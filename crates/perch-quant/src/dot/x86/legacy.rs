@@ -7,7 +7,8 @@
 //! at a time: their f16 scales are converted together ([`f16_products`]), then per block the
 //! integer dot product in eight `i32` lanes (exact) is converted to `f32` and accumulated
 //! with one FMA by the block's combined scale, alternating two accumulators; one horizontal
-//! sum at the end.
+//! sum at the end. The `_x4` forms run one weight row against four activation rows,
+//! unpacking each weight block once, with exactly the one-row arithmetic per row.
 //!
 //! Activation quants must lie in `[-127, 127]` (ggml's and perch's quantizers never make
 //! -128): the signed products use the `vpsignb` trick, as ggml's do.
@@ -18,7 +19,10 @@
 /// of blocks, with `$d` bound to the block's combined scale; returns the sum.
 macro_rules! blocks8 {
     ($x:ident, $y:ident, |$xb:ident, $yb:ident, $d:ident| $scales:expr, $body:expr) => {{
-        let mut acc = [_mm256_setzero_ps(); 2];
+        // Two accumulators, even blocks of a chunk into the first, odd into the second,
+        // as named variables (an array indexed by `k % 2` would live in memory).
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
         for (xc, yc) in $x.chunks(8).zip($y.chunks(8)) {
             let ds: [f32; 8] = {
                 let mut a = [0u16; 8];
@@ -28,13 +32,68 @@ macro_rules! blocks8 {
                 }
                 f16_products(&a, &b)
             };
-            for (k, ($xb, $yb)) in xc.iter().zip(yc).enumerate() {
+            let mut it = xc.iter().zip(yc).enumerate();
+            while let Some((k, ($xb, $yb))) = it.next() {
                 let $d = _mm256_set1_ps(ds[k]);
                 let p: __m256 = $body;
-                acc[k % 2] = _mm256_fmadd_ps($d, p, acc[k % 2]);
+                acc0 = _mm256_fmadd_ps($d, p, acc0);
+                let Some((k, ($xb, $yb))) = it.next() else {
+                    break;
+                };
+                let $d = _mm256_set1_ps(ds[k]);
+                let p: __m256 = $body;
+                acc1 = _mm256_fmadd_ps($d, p, acc1);
             }
         }
-        hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+        hsum_ps(_mm256_add_ps(acc0, acc1))
+    }};
+}
+
+/// The four-row form of [`blocks8`]: `$body` yields the lane products of weight block `$xb`
+/// with activation block `$yr` of row `r`; per row the operations and their order are
+/// exactly [`blocks8`]'s. `$prep` is computed once per weight block.
+macro_rules! blocks8_x4 {
+    ($x:ident, $y:ident, |$xb:ident, $yr:ident, $p:ident| $xd:expr, $yd:expr, $prep:expr, $body:expr) => {{
+        for yr in $y {
+            assert_eq!($x.len(), yr.len(), "block counts");
+        }
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        for (c, xc) in $x.chunks(8).enumerate() {
+            let base = 8 * c;
+            let mut a = [0u16; 8];
+            for (k, $xb) in xc.iter().enumerate() {
+                a[k] = $xd;
+            }
+            let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
+                let mut b = [0u16; 8];
+                for (k, $yr) in $y[r][base..base + xc.len()].iter().enumerate() {
+                    b[k] = $yd;
+                }
+                f16_products(&a, &b)
+            });
+            let mut k = 0;
+            while k < xc.len() {
+                let $xb = &xc[k];
+                let $p = $prep;
+                for r in 0..4 {
+                    let $yr = &$y[r][base + k];
+                    let v: __m256 = $body;
+                    acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k]), v, acc0[r]);
+                }
+                if k + 1 < xc.len() {
+                    let $xb = &xc[k + 1];
+                    let $p = $prep;
+                    for r in 0..4 {
+                        let $yr = &$y[r][base + k + 1];
+                        let v: __m256 = $body;
+                        acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k + 1]), v, acc1[r]);
+                    }
+                }
+                k += 2;
+            }
+        }
+        core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc0[r], acc1[r])))
     }};
 }
 
@@ -85,64 +144,28 @@ macro_rules! legacy_kernels {
         /// bit-identical to four calls of it.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            for yr in y {
-                assert_eq!(x.len(), yr.len(), "block counts");
-            }
             let eight = _mm256_set1_epi8(8);
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            for (c, xc) in x.chunks(8).enumerate() {
-                let base = 8 * c;
-                let mut a = [0u16; 8];
-                for (k, xb) in xc.iter().enumerate() {
-                    a[k] = xb.d.to_bits();
-                }
-                let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
-                    let mut b = [0u16; 8];
-                    for (k, yb) in y[r][base..base + xc.len()].iter().enumerate() {
-                        b[k] = yb.d.to_bits();
-                    }
-                    f16_products(&a, &b)
-                });
-                for (k, xb) in xc.iter().enumerate() {
-                    let qx = _mm256_sub_epi8(nibbles32(&xb.qs), eight);
-                    for r in 0..4 {
-                        let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&y[r][base + k].qs)));
-                        acc[r][k % 2] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k]), p, acc[r][k % 2]);
-                    }
-                }
-            }
-            core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])))
+            blocks8_x4!(
+                x,
+                y,
+                |xb, yb, qx| xb.d.to_bits(),
+                yb.d.to_bits(),
+                _mm256_sub_epi8(nibbles32(&xb.qs), eight),
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            )
         }
 
         /// Q8_0 against four activation rows at once (bit-identical to four [`q8_0`] calls).
         #[target_feature(enable = $feat)]
         pub(crate) fn q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            for yr in y {
-                assert_eq!(x.len(), yr.len(), "block counts");
-            }
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            for (c, xc) in x.chunks(8).enumerate() {
-                let base = 8 * c;
-                let mut a = [0u16; 8];
-                for (k, xb) in xc.iter().enumerate() {
-                    a[k] = xb.d.to_bits();
-                }
-                let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
-                    let mut b = [0u16; 8];
-                    for (k, yb) in y[r][base..base + xc.len()].iter().enumerate() {
-                        b[k] = yb.d.to_bits();
-                    }
-                    f16_products(&a, &b)
-                });
-                for (k, xb) in xc.iter().enumerate() {
-                    let qx = load32(&xb.qs);
-                    for r in 0..4 {
-                        let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&y[r][base + k].qs)));
-                        acc[r][k % 2] = _mm256_fmadd_ps(_mm256_set1_ps(ds[r][k]), p, acc[r][k % 2]);
-                    }
-                }
-            }
-            core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])))
+            blocks8_x4!(
+                x,
+                y,
+                |xb, yb, qx| xb.d.to_bits(),
+                yb.d.to_bits(),
+                load32(&xb.qs),
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            )
         }
 
         /// Q4_1 · Q8_1.
@@ -206,7 +229,7 @@ macro_rules! legacy_kernels {
         pub(crate) fn mxfp4(x: &[BlockMxfp4], y: &[BlockQ8_0]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
             let table = table16(&KVALUES_MXFP4);
-            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut acc = _mm256_setzero_ps();
             for (xc, yc) in x.chunks(8).zip(y.chunks(8)) {
                 let mut b = [0u16; 8];
                 for (k, yb) in yc.iter().enumerate() {
@@ -217,10 +240,10 @@ macro_rules! legacy_kernels {
                     let d = _mm256_set1_ps(dy[k] * e8m0_to_f32_half(xb.e));
                     let qx = _mm256_shuffle_epi8(table, nibbles32(&xb.qs));
                     let p = _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)));
-                    acc[k % 2] = _mm256_fmadd_ps(d, p, acc[k % 2]);
+                    acc = _mm256_fmadd_ps(d, p, acc);
                 }
             }
-            hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+            hsum_ps(acc)
         }
     };
 }
