@@ -12,10 +12,12 @@
 pub mod arch;
 pub mod attention;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod kv;
 pub mod model;
 pub mod ops;
+pub mod sampling;
 pub mod scheduler;
 pub mod session;
 pub mod synth;
@@ -23,4 +25,5 @@ pub mod synth;
 pub use config::{Arch, ModelConfig};
 pub use error::{EngineError, Result};
 pub use model::{LogitsWanted, Model, SeqStep, Workspace};
+pub use sampling::{Sampler, SamplingError, SamplingParams, StopMatcher};
 pub use session::Session;

@@ -1,0 +1,628 @@
+//! The engine loop: one thread that owns the model, the KV cache and the scheduler, and runs
+//! continuous batching for every request submitted through an [`EngineHandle`].
+//!
+//! Each step: take in new requests and notice cancelled ones, ask the scheduler for a plan,
+//! run one batched forward pass inside the compute pool, then sample the sequences that reached
+//! their last token and stream the results out. A request's events go through its own channel;
+//! dropping the receiver cancels it, and its blocks are freed at the next step.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use perch_tokenizer::{StreamDecoder, Tokenizer};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::error::{EngineError, Result};
+use crate::kv::{BlockPool, KvLayout, KvStorage, PoolStats};
+use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
+use crate::sampling::{Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
+use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Token slots per KV block.
+    pub block_size: usize,
+    /// KV blocks in the pool.
+    pub n_blocks: usize,
+    /// Longest sequence (prompt plus generation) one request may have.
+    pub max_seq_len: usize,
+    /// Most tokens in one forward step.
+    pub max_batch_tokens: usize,
+    /// Most sequences running at once.
+    pub max_running: usize,
+    /// Compute threads.
+    pub threads: usize,
+}
+
+impl EngineConfig {
+    /// A configuration holding `parallel` sequences of `n_ctx` tokens each, or the given KV
+    /// memory budget in bytes when `kv_memory` is set.
+    pub fn for_model(
+        model: &Model,
+        n_ctx: usize,
+        parallel: usize,
+        kv_memory: Option<usize>,
+        threads: usize,
+    ) -> EngineConfig {
+        let block_size = 16;
+        let layout = kv_layout(model, block_size, 1);
+        let n_blocks = match kv_memory {
+            Some(bytes) => (bytes / layout.bytes_per_block()).max(1),
+            None => n_ctx.div_ceil(block_size) * parallel.max(1),
+        };
+        EngineConfig {
+            block_size,
+            n_blocks,
+            max_seq_len: n_ctx,
+            max_batch_tokens: 512,
+            max_running: 64.max(parallel),
+            threads,
+        }
+    }
+}
+
+fn kv_layout(model: &Model, block_size: usize, n_blocks: usize) -> KvLayout {
+    let c = model.config();
+    KvLayout {
+        n_layer: c.n_layer,
+        n_head_kv: c.n_head_kv,
+        head_dim_k: c.head_dim,
+        head_dim_v: c.head_dim_v,
+        block_size,
+        n_blocks,
+    }
+}
+
+/// One generation request, already tokenized and validated.
+#[derive(Clone, Debug)]
+pub struct GenerationRequest {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop strings (not included in the output).
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+    /// Report the chosen token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or stop string.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The request was cancelled (or the engine shut down).
+    Cancelled,
+}
+
+/// Token counts of a finished request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+}
+
+/// Timings of a finished request.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// From submission to admission.
+    pub queued: Duration,
+    /// From admission to the first generated token.
+    pub prompt: Duration,
+    /// From the first generated token to the end.
+    pub generation: Duration,
+}
+
+/// What a request's stream carries.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A generated token and the text it completes (may be empty while a character or a
+    /// possible stop string is incomplete).
+    Token {
+        /// Token id.
+        id: u32,
+        /// Text to show now.
+        text: String,
+        /// Log-probabilities, when asked.
+        logprobs: Option<Logprobs>,
+    },
+    /// The end, with any text still held back.
+    Done {
+        /// Remaining text.
+        text: String,
+        /// Why it ended.
+        finish: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// Timings.
+        timings: Timings,
+    },
+    /// The request failed.
+    Error(String),
+}
+
+/// Counters the server's metrics read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineStats {
+    /// Requests waiting to be admitted (including ones not yet seen by the loop).
+    pub waiting: usize,
+    /// Sequences running.
+    pub running: usize,
+    /// KV pool counters.
+    pub pool: PoolStats,
+    /// Forward steps run.
+    pub steps: u64,
+    /// Tokens computed by forward steps.
+    pub tokens_computed: u64,
+    /// Sequences preempted because the KV pool ran out (recomputed later).
+    pub preemptions: u64,
+}
+
+enum Command {
+    Submit {
+        id: SeqId,
+        req: GenerationRequest,
+        tx: UnboundedSender<Event>,
+        at: Instant,
+    },
+    Shutdown,
+}
+
+struct Shared {
+    stats: Mutex<EngineStats>,
+    pending: AtomicUsize,
+}
+
+/// Submits requests to the engine thread. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+    cfg: Arc<EngineConfig>,
+    n_vocab: usize,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running engine: its handle and its thread.
+pub struct Engine {
+    handle: EngineHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Start the engine thread for `model`.
+    pub fn start(
+        model: Arc<Model>,
+        tokenizer: Arc<Tokenizer>,
+        cfg: EngineConfig,
+    ) -> Result<Engine> {
+        if cfg.block_size == 0
+            || cfg.n_blocks == 0
+            || cfg.max_batch_tokens == 0
+            || cfg.max_seq_len == 0
+        {
+            return Err(EngineError::BadConfig(
+                "block size, block count, batch and context sizes must be positive".into(),
+            ));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads.max(1))
+            .thread_name(|i| format!("perch-compute-{i}"))
+            .build()
+            .map_err(|e| EngineError::BadConfig(format!("cannot start compute threads: {e}")))?;
+        let kv = KvStorage::new(kv_layout(&model, cfg.block_size, cfg.n_blocks));
+        let sched = Scheduler::new(
+            SchedulerConfig {
+                max_batch_tokens: cfg.max_batch_tokens,
+                max_running: cfg.max_running,
+            },
+            BlockPool::new(cfg.n_blocks, cfg.block_size),
+        );
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(EngineStats::default()),
+            pending: AtomicUsize::new(0),
+        });
+        let n_vocab = model.config().n_vocab;
+        let cfg = Arc::new(cfg);
+        let mut lp = Loop {
+            model,
+            tokenizer,
+            kv,
+            sched,
+            ws: Workspace::default(),
+            pool,
+            rx,
+            shared: shared.clone(),
+            reqs: HashMap::new(),
+            steps: 0,
+            tokens_computed: 0,
+            preemptions: 0,
+            max_seq_len: cfg.max_seq_len,
+        };
+        let thread = std::thread::Builder::new()
+            .name("perch-engine".into())
+            .spawn(move || lp.run())
+            .map_err(|e| EngineError::BadConfig(format!("cannot start the engine thread: {e}")))?;
+        Ok(Engine {
+            handle: EngineHandle {
+                tx,
+                shared,
+                next_id: Arc::new(AtomicU64::new(1)),
+                cfg,
+                n_vocab,
+            },
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for submitting requests.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Cancel everything still running and stop the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.handle.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl EngineHandle {
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Submit a request; its events arrive on the returned receiver. Requests that can never
+    /// run (empty, longer than a sequence may be, or than the whole KV pool) are refused here.
+    pub fn submit(&self, req: GenerationRequest) -> Result<UnboundedReceiver<Event>> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::BadConfig("the prompt is empty".into()));
+        }
+        if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= self.n_vocab) {
+            return Err(EngineError::BadToken {
+                id: bad,
+                n_vocab: self.n_vocab,
+            });
+        }
+        let capacity = (self.cfg.n_blocks * self.cfg.block_size).min(self.cfg.max_seq_len);
+        if req.prompt.len() >= capacity {
+            return Err(EngineError::ContextOverflow {
+                prompt: req.prompt.len(),
+                ctx: capacity,
+            });
+        }
+        let (tx, rx) = unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        self.tx
+            .send(Command::Submit {
+                id,
+                req,
+                tx,
+                at: Instant::now(),
+            })
+            .map_err(|_| EngineError::BadConfig("the engine has stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.waiting += self.shared.pending.load(Ordering::Relaxed);
+        s
+    }
+}
+
+struct Request {
+    tx: UnboundedSender<Event>,
+    sampler: Sampler,
+    decoder: StreamDecoder<Arc<Tokenizer>>,
+    stop: StopMatcher,
+    max_tokens: usize,
+    ignore_eos: bool,
+    logprobs: Option<usize>,
+    prompt_len: usize,
+    generated: usize,
+    last: u32,
+    submitted: Instant,
+    admitted: Option<Instant>,
+    first_token: Option<Instant>,
+}
+
+struct Loop {
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    kv: KvStorage,
+    sched: Scheduler,
+    ws: Workspace,
+    pool: rayon::ThreadPool,
+    rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    reqs: HashMap<SeqId, Request>,
+    steps: u64,
+    tokens_computed: u64,
+    preemptions: u64,
+    max_seq_len: usize,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        loop {
+            // Block for work when idle; otherwise take whatever arrived since the last step.
+            let first = if self.sched.is_idle() {
+                match self.rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            let mut shutdown = false;
+            let mut cmds: Vec<Command> = first.into_iter().collect();
+            cmds.extend(self.rx.try_iter());
+            for cmd in cmds {
+                match cmd {
+                    Command::Submit { id, req, tx, at } => {
+                        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+                        self.admit(id, req, tx, at);
+                    }
+                    Command::Shutdown => shutdown = true,
+                }
+            }
+            if shutdown {
+                let ids: Vec<SeqId> = self.reqs.keys().copied().collect();
+                for id in ids {
+                    self.finish(id, FinishReason::Cancelled);
+                }
+                self.publish();
+                return;
+            }
+            self.drop_cancelled();
+            if !self.sched.is_idle() {
+                if let Err(e) = self.step() {
+                    tracing::error!(error = %e, "engine step failed");
+                    let ids: Vec<SeqId> = self.reqs.keys().copied().collect();
+                    for id in ids {
+                        self.fail(id, &e.to_string());
+                    }
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn admit(
+        &mut self,
+        id: SeqId,
+        req: GenerationRequest,
+        tx: UnboundedSender<Event>,
+        at: Instant,
+    ) {
+        let sampler = match Sampler::new(&req.sampling, self.model.config().n_vocab) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Event::Error(e.to_string()));
+                return;
+            }
+        };
+        // Generation stops at the longest sequence allowed, whatever max_tokens says.
+        let max_len = (req.prompt.len() + req.max_tokens).min(self.max_seq_len);
+        let prompt_len = req.prompt.len();
+        let mut sampler = sampler;
+        for &t in &req.prompt {
+            sampler.accept(t);
+        }
+        if let Err(e) = self.sched.add(id, req.prompt, max_len) {
+            let _ = tx.send(Event::Error(e.to_string()));
+            return;
+        }
+        self.reqs.insert(
+            id,
+            Request {
+                tx,
+                sampler,
+                decoder: StreamDecoder::new(self.tokenizer.clone(), false),
+                stop: StopMatcher::new(req.stop),
+                max_tokens: req.max_tokens,
+                ignore_eos: req.ignore_eos,
+                logprobs: req.logprobs,
+                prompt_len,
+                generated: 0,
+                last: 0,
+                submitted: at,
+                admitted: None,
+                first_token: None,
+            },
+        );
+    }
+
+    fn drop_cancelled(&mut self) {
+        let gone: Vec<SeqId> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.tx.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            tracing::debug!(seq = id, "client went away; cancelling");
+            self.finish(id, FinishReason::Cancelled);
+        }
+    }
+
+    fn step(&mut self) -> Result<()> {
+        let plan = self.sched.schedule();
+        self.preemptions += plan.preempted.len() as u64;
+        if plan.seqs.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        for s in &plan.seqs {
+            if let Some(r) = self.reqs.get_mut(&s.id) {
+                r.admitted.get_or_insert(now);
+            }
+        }
+        let steps: Vec<SeqStep<'_>> = plan
+            .seqs
+            .iter()
+            .map(|s| {
+                let seq = self.sched.get(s.id).expect("scheduled sequence exists");
+                SeqStep {
+                    tokens: &seq.tokens[s.start..s.start + s.len],
+                    start_pos: s.start,
+                    table: &seq.table,
+                    logits: if s.sample {
+                        LogitsWanted::Last
+                    } else {
+                        LogitsWanted::None
+                    },
+                }
+            })
+            .collect();
+        let (model, kv, ws) = (&self.model, &mut self.kv, &mut self.ws);
+        let logits = self.pool.install(|| model.forward(&steps, kv, ws))?;
+        drop(steps);
+        self.steps += 1;
+        self.tokens_computed += plan.n_tokens() as u64;
+        self.sched.step_done(&plan);
+
+        let n_vocab = self.model.config().n_vocab;
+        let mut rows = logits.chunks_exact(n_vocab);
+        for s in plan.seqs.iter().filter(|s| s.sample) {
+            let row = rows.next().expect("one logits row per sampled sequence");
+            self.sample(s.id, row);
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, id: SeqId, logits: &[f32]) {
+        let outcome = match self.reqs.get_mut(&id) {
+            Some(r) => Self::sample_one(r, &self.tokenizer, logits),
+            None => return,
+        };
+        match outcome {
+            Err(msg) => self.fail(id, &msg),
+            Ok(Some(finish)) => self.finish(id, finish),
+            Ok(None) => {
+                let token = self.reqs[&id].last;
+                let room = self.sched.append_token(id, token);
+                let r = &self.reqs[&id];
+                if !room || r.generated >= r.max_tokens {
+                    self.finish(id, FinishReason::Length);
+                }
+            }
+        }
+    }
+
+    /// Sample one token for `r` and stream it. `Ok(Some(_))` when the request is finished.
+    fn sample_one(
+        r: &mut Request,
+        tokenizer: &Tokenizer,
+        logits: &[f32],
+    ) -> std::result::Result<Option<FinishReason>, String> {
+        let token = r.sampler.sample(logits).map_err(|e| e.to_string())?;
+        r.sampler.accept(token);
+        r.last = token;
+        r.generated += 1;
+        r.first_token.get_or_insert_with(Instant::now);
+        if !r.ignore_eos && tokenizer.is_eog(token) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        let lp = r.logprobs.and_then(|n| logprobs(logits, token, n));
+        let piece = r.decoder.push(token).map_err(|e| e.to_string())?;
+        let out = r.stop.push(&piece);
+        let _ = r.tx.send(Event::Token {
+            id: token,
+            text: out.emit,
+            logprobs: lp,
+        });
+        Ok(out.stopped.then_some(FinishReason::Stop))
+    }
+
+    fn finish(&mut self, id: SeqId, finish: FinishReason) {
+        let seq = self.sched.remove(id);
+        let Some(mut r) = self.reqs.remove(&id) else {
+            return;
+        };
+        let mut text = String::new();
+        if finish != FinishReason::Stop || !r.stop.is_stopped() {
+            let rest = r.stop.push(&r.decoder.finish());
+            text.push_str(&rest.emit);
+            if !rest.stopped {
+                text.push_str(&r.stop.finish());
+            }
+        }
+        let now = Instant::now();
+        let admitted = r.admitted.unwrap_or(now);
+        let first = r.first_token.unwrap_or(now);
+        let _ = r.tx.send(Event::Done {
+            text,
+            finish,
+            usage: Usage {
+                prompt_tokens: r.prompt_len,
+                cached_tokens: seq.map_or(0, |s| s.num_cached),
+                completion_tokens: r.generated,
+            },
+            timings: Timings {
+                queued: admitted - r.submitted,
+                prompt: first.saturating_duration_since(admitted),
+                generation: now.saturating_duration_since(first),
+            },
+        });
+    }
+
+    fn fail(&mut self, id: SeqId, msg: &str) {
+        self.sched.remove(id);
+        if let Some(r) = self.reqs.remove(&id) {
+            let _ = r.tx.send(Event::Error(msg.to_string()));
+        }
+    }
+
+    fn publish(&self) {
+        let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *s = EngineStats {
+            waiting: self.sched.n_waiting(),
+            running: self.sched.n_running(),
+            pool: self.sched.pool_stats(),
+            steps: self.steps,
+            tokens_computed: self.tokens_computed,
+            preemptions: self.preemptions,
+        };
+    }
+}

@@ -1,0 +1,204 @@
+//! The engine loop: continuous batching, prefix caching, preemption and cancellation, on a
+//! tiny synthetic model (greedy decoding, so outputs are deterministic).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest, Usage};
+use perch_engine::sampling::SamplingParams;
+use perch_engine::synth::{self, SynthSpec};
+use perch_engine::{Arch, Model};
+use perch_gguf::GgufFile;
+use perch_quant::GgmlType;
+use perch_tokenizer::Tokenizer;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let vocab = GgufFile::open(perch_fixtures::smollm2_q4_1()).unwrap();
+    let mut spec = SynthSpec::tiny(Arch::Qwen2, GgmlType::Q8_0, 7);
+    spec.n_ctx = 4096;
+    synth::write(&spec, &vocab, &path, |_, _| {}).unwrap();
+    let model = Arc::new(Model::open(&path).unwrap());
+    let tokenizer = Arc::new(Tokenizer::from_gguf(model.file()).unwrap());
+    Fixture {
+        _dir: dir,
+        model,
+        tokenizer,
+    }
+}
+
+fn start(f: &Fixture, n_blocks: usize, max_batch_tokens: usize) -> Engine {
+    Engine::start(
+        f.model.clone(),
+        f.tokenizer.clone(),
+        EngineConfig {
+            block_size: 16,
+            n_blocks,
+            max_seq_len: 4096,
+            max_batch_tokens,
+            max_running: 64,
+            threads: 2,
+        },
+    )
+    .unwrap()
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
+    GenerationRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop: Vec::new(),
+        ignore_eos: true,
+        logprobs: None,
+    }
+}
+
+/// A prompt of `n` tokens that differs per `seed`.
+fn prompt(seed: u32, n: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| 100 + (i * 7919 + seed * 104_729) % 40_000)
+        .collect()
+}
+
+/// Collect a stream: generated ids, finish reason, usage.
+fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, FinishReason, Usage) {
+    let mut ids = Vec::new();
+    loop {
+        match rx.blocking_recv().expect("stream ended without Done") {
+            Event::Token { id, .. } => ids.push(id),
+            Event::Done { finish, usage, .. } => return (ids, finish, usage),
+            Event::Error(e) => panic!("request failed: {e}"),
+        }
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn outputs_do_not_depend_on_the_batch() {
+    let f = fixture();
+    let engine = start(&f, 1024, 512);
+    let h = engine.handle();
+    let alone = collect(h.submit(request(prompt(0, 40), 24)).unwrap()).0;
+    assert_eq!(alone.len(), 24);
+    // The same request among 16 others of different lengths, all submitted at once.
+    let mut rxs = Vec::new();
+    for i in 1..=8 {
+        rxs.push(
+            h.submit(request(prompt(i, 10 + 9 * i as usize), 20))
+                .unwrap(),
+        );
+    }
+    let target = h.submit(request(prompt(0, 40), 24)).unwrap();
+    for i in 9..=16 {
+        rxs.push(
+            h.submit(request(prompt(i, 5 + 3 * i as usize), 30))
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        collect(target).0,
+        alone,
+        "greedy output changed when batched with 16 others"
+    );
+    for rx in rxs {
+        let (_, finish, _) = collect(rx);
+        assert_eq!(finish, FinishReason::Length);
+    }
+    wait_until("blocks freed", || h.stats().pool.used == 0);
+}
+
+#[test]
+fn a_tiny_pool_preempts_and_still_gives_the_same_outputs() {
+    let f = fixture();
+    let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i, 30 + 5 * i as usize)).collect();
+    let run = |n_blocks: usize| {
+        let engine = start(&f, n_blocks, 64);
+        let h = engine.handle();
+        let rxs: Vec<_> = prompts
+            .iter()
+            .map(|p| h.submit(request(p.clone(), 40)).unwrap())
+            .collect();
+        let outs: Vec<Vec<u32>> = rxs.into_iter().map(|rx| collect(rx).0).collect();
+        wait_until("blocks freed", || h.stats().pool.used == 0);
+        (outs, h.stats().preemptions)
+    };
+    let (ample, none) = run(1024);
+    assert_eq!(none, 0);
+    // 12 blocks = 192 tokens: enough for any one request (at most 95 tokens) but not for all
+    // six at once, so sequences get preempted and recomputed.
+    let (tight, preempted) = run(12);
+    assert!(preempted > 0, "the pool was meant to run out");
+    assert_eq!(tight, ample);
+}
+
+#[test]
+fn a_shared_prefix_is_served_from_the_cache() {
+    let f = fixture();
+    let engine = start(&f, 1024, 512);
+    let h = engine.handle();
+    let p = prompt(3, 200);
+    let (first, _, u1) = collect(h.submit(request(p.clone(), 8)).unwrap());
+    assert_eq!(u1.cached_tokens, 0);
+    let (second, _, u2) = collect(h.submit(request(p.clone(), 8)).unwrap());
+    // 200 tokens = 12 full blocks + 8; every full block before the last token is reused.
+    assert_eq!(u2.cached_tokens, 192);
+    assert_eq!(first, second);
+    // A longer prompt sharing the prefix reuses it too.
+    let mut longer = p.clone();
+    longer.extend(prompt(9, 50));
+    let (_, _, u3) = collect(h.submit(request(longer, 4)).unwrap());
+    assert!(u3.cached_tokens >= 192, "cached {}", u3.cached_tokens);
+    assert!(h.stats().pool.hits >= 24);
+}
+
+#[test]
+fn dropping_the_stream_cancels_and_frees_the_blocks() {
+    let f = fixture();
+    let engine = start(&f, 1024, 512);
+    let h = engine.handle();
+    let mut rx = h.submit(request(prompt(1, 100), 3000)).unwrap();
+    // Wait for it to start producing, then walk away.
+    assert!(matches!(rx.blocking_recv(), Some(Event::Token { .. })));
+    wait_until("the request to hold blocks", || h.stats().pool.used > 0);
+    drop(rx);
+    wait_until("blocks freed after cancellation", || {
+        let s = h.stats();
+        s.pool.used == 0 && s.running == 0
+    });
+}
+
+#[test]
+fn requests_that_cannot_fit_are_refused_clearly() {
+    let f = fixture();
+    let engine = start(&f, 8, 64); // 128 tokens of KV
+    let h = engine.handle();
+    let err = h.submit(request(prompt(1, 200), 10)).unwrap_err();
+    assert!(err.to_string().contains("200"), "{err}");
+    // Fits the pool alone at submission, but prompt + max_tokens does not.
+    let mut rx = h.submit(request(prompt(1, 100), 100)).unwrap();
+    match rx.blocking_recv() {
+        Some(Event::Error(e)) => assert!(e.contains("KV cache"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(h.submit(request(vec![], 4)).is_err());
+    assert!(h.submit(request(vec![u32::MAX], 4)).is_err());
+}
