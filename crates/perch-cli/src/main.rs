@@ -1,7 +1,10 @@
 //! The `perch` command line. Each subcommand lives in its own module; this file only parses
 //! flags, sets up logging and maps errors to one clear line and a non-zero exit.
 
+mod chat;
+mod generate;
 mod inspect;
+mod run;
 
 use std::process::ExitCode;
 
@@ -18,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate one completion for a prompt, streamed to stdout.
+    Run(run::RunArgs),
+    /// Chat with a model in the terminal.
+    Chat(chat::ChatArgs),
     /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
     Inspect(inspect::InspectArgs),
 }
@@ -32,6 +39,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
     };
     match result {

@@ -1,0 +1,268 @@
+//! What `perch run` and `perch chat` share: loading a model with its tokenizer and chat
+//! template, the sampling flags, and the loop that turns a prompt into streamed text.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use perch_engine::Model;
+use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest};
+use perch_engine::sampling::SamplingParams;
+use perch_engine::session::default_threads;
+use perch_template::{ChatTemplate, RenderInput};
+use perch_tokenizer::Tokenizer;
+
+/// Flags shared by `run` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Context size in tokens (default: the model's, at most 4096).
+    #[arg(long = "ctx-size", short = 'c')]
+    pub ctx_size: Option<usize>,
+    /// Compute threads (default: the physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Tokens computed per forward step while reading a prompt.
+    #[arg(long = "batch-size", short = 'b', default_value_t = 512)]
+    pub batch_size: usize,
+    /// A chat template file (Jinja) to use instead of the model's own.
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<PathBuf>,
+}
+
+/// Sampling flags shared by `run` and `chat` (llama.cpp's defaults).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 means greedy decoding.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling mass (1.0: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Minimum probability relative to the top token (0.0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most tokens to generate (default: until end of generation or a full context).
+    #[arg(long = "max-tokens", short = 'n')]
+    pub max_tokens: Option<usize>,
+    /// Keep generating after end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    /// The engine's sampling parameters.
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplingParams::default()
+        }
+    }
+}
+
+/// A model loaded for the command line: the engine, tokenizer and chat template.
+pub struct Loaded {
+    /// The engine (the same continuous-batching engine the server runs).
+    pub engine: Engine,
+    /// The tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// The chat template.
+    pub template: ChatTemplate,
+    /// Context size in tokens.
+    pub n_ctx: usize,
+}
+
+/// Load `path` with the flags in `args`.
+pub fn load(path: &Path, args: &ModelArgs) -> Result<Loaded> {
+    let started = Instant::now();
+    let model =
+        Model::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
+    let tokenizer =
+        Tokenizer::from_gguf(model.file()).context("cannot build the model's tokenizer")?;
+    let text_of = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.token_text(i))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default()
+    };
+    let override_src = match &args.chat_template {
+        Some(p) => Some(ChatTemplate::read_file(p)?),
+        None => None,
+    };
+    let model_template = model.file().opt_str("tokenizer.chat_template")?;
+    let template = ChatTemplate::for_model(
+        override_src.as_deref(),
+        model_template,
+        &text_of(tokenizer.bos()),
+        &text_of(tokenizer.eos()),
+    )
+    .context("chat template")?;
+    let n_ctx = args
+        .ctx_size
+        .unwrap_or(model.config().n_ctx_train.min(4096));
+    if n_ctx == 0 {
+        anyhow::bail!("--ctx-size must be positive");
+    }
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let mut cfg = EngineConfig::for_model(&model, n_ctx, 1, None, threads);
+    cfg.max_batch_tokens = args.batch_size.max(1);
+    tracing::info!(
+        arch = %model.config().arch_name,
+        layers = model.config().n_layer,
+        n_ctx,
+        threads,
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let tokenizer = Arc::new(tokenizer);
+    let engine = Engine::start(Arc::new(model), tokenizer.clone(), cfg)?;
+    Ok(Loaded {
+        engine,
+        tokenizer,
+        template,
+        n_ctx,
+    })
+}
+
+impl Loaded {
+    /// Render `messages` with the chat template (ending in an assistant header) and tokenize.
+    pub fn chat_prompt(&self, messages: &[serde_json::Value]) -> Result<Vec<u32>> {
+        let text = self.template.render(&RenderInput {
+            messages: messages.to_vec(),
+            add_generation_prompt: true,
+            ..RenderInput::default()
+        })?;
+        // The template writes any BOS itself when the model wants one.
+        Ok(self.tokenizer.encode(&text, false, true)?)
+    }
+
+    /// Tokenize raw text as llama.cpp does for a plain prompt (BOS per the vocabulary).
+    pub fn raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true, false)?)
+    }
+}
+
+/// Counts and times of one generation.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Prompt tokens the prefix cache already held.
+    pub cached_tokens: usize,
+    /// Time until the first generated token.
+    pub prompt_time: Duration,
+    /// Tokens generated.
+    pub gen_tokens: usize,
+    /// Time spent generating after the first token.
+    pub gen_time: Duration,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+impl Stats {
+    /// llama.cpp-style timing lines.
+    pub fn report(&self) -> String {
+        let rate = |n: usize, d: Duration| {
+            if d.as_secs_f64() > 0.0 {
+                n as f64 / d.as_secs_f64()
+            } else {
+                0.0
+            }
+        };
+        let computed = self.prompt_tokens - self.cached_tokens;
+        // The first generated token's time belongs to the prompt; the rest to generation.
+        let n_gen = self.gen_tokens.saturating_sub(1);
+        let ended = match self.finish {
+            FinishReason::Stop => "end of generation",
+            FinishReason::Length => "token limit",
+            FinishReason::Cancelled => "cancelled",
+        };
+        format!(
+            "prompt: {} tokens ({} from cache) in {:.2} s ({:.1} tokens/s)\ngenerated: {} tokens in {:.2} s ({:.1} tokens/s), ended by {ended}",
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.prompt_time.as_secs_f64(),
+            rate(computed, self.prompt_time),
+            self.gen_tokens,
+            self.gen_time.as_secs_f64(),
+            rate(n_gen, self.gen_time),
+        )
+    }
+}
+
+/// Generate for `prompt`, writing text to `out` as it is produced. Returns the generated text
+/// and the counts.
+pub fn generate(
+    loaded: &Loaded,
+    prompt: Vec<u32>,
+    sampling: &SamplingArgs,
+    stops: &[String],
+    out: &mut dyn Write,
+) -> Result<(String, Stats)> {
+    if prompt.len() >= loaded.n_ctx {
+        anyhow::bail!(
+            "the prompt has {} tokens but the context holds {} (raise --ctx-size)",
+            prompt.len(),
+            loaded.n_ctx
+        );
+    }
+    let prompt_tokens = prompt.len();
+    let max_tokens = sampling.max_tokens.unwrap_or(loaded.n_ctx - prompt_tokens);
+    let mut rx = loaded.engine.handle().submit(GenerationRequest {
+        prompt,
+        sampling: sampling.params(),
+        max_tokens,
+        stop: stops.to_vec(),
+        ignore_eos: sampling.ignore_eos,
+        logprobs: None,
+    })?;
+    let mut text = String::new();
+    let mut gen_tokens = 0;
+    loop {
+        match rx.blocking_recv() {
+            Some(Event::Token { text: t, .. }) => {
+                gen_tokens += 1;
+                out.write_all(t.as_bytes())?;
+                out.flush()?;
+                text.push_str(&t);
+            }
+            Some(Event::Done {
+                text: t,
+                finish,
+                usage,
+                timings,
+            }) => {
+                out.write_all(t.as_bytes())?;
+                out.flush()?;
+                text.push_str(&t);
+                return Ok((
+                    text,
+                    Stats {
+                        prompt_tokens,
+                        cached_tokens: usage.cached_tokens,
+                        prompt_time: timings.prompt,
+                        gen_tokens: usage.completion_tokens.max(gen_tokens),
+                        gen_time: timings.generation,
+                        finish,
+                    },
+                ));
+            }
+            Some(Event::Error(e)) => anyhow::bail!("generation failed: {e}"),
+            None => anyhow::bail!("the engine stopped"),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `perch run MODEL [PROMPT]`: one completion streamed to stdout.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::generate::{self, ModelArgs, SamplingArgs};
+
+/// Arguments of `perch run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// The prompt (read from standard input when absent).
+    pub prompt: Option<String>,
+    /// Send the prompt as it is, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message (chat template only).
+    #[arg(long, conflicts_with = "raw")]
+    pub system: Option<String>,
+    /// Stop when this text is produced (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Run the command.
+pub fn run(args: RunArgs) -> Result<()> {
+    let prompt = match args.prompt {
+        Some(p) => p,
+        None => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("no prompt: give one after the model, or pipe it on standard input");
+            }
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from standard input")?;
+            s
+        }
+    };
+    let loaded = generate::load(&args.model, &args.model_args)?;
+    let tokens = if args.raw {
+        loaded.raw_prompt(&prompt)?
+    } else {
+        let mut messages = Vec::new();
+        if let Some(sys) = &args.system {
+            messages.push(json!({"role": "system", "content": sys}));
+        }
+        messages.push(json!({"role": "user", "content": prompt}));
+        loaded.chat_prompt(&messages)?
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (_, stats) = generate::generate(&loaded, tokens, &args.sampling, &args.stop, &mut out)?;
+    writeln!(out)?;
+    eprintln!("{}", stats.report());
+    Ok(())
+}
