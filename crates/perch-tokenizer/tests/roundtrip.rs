@@ -68,7 +68,9 @@ fn byte_level_bpe_every_code_point_round_trips() {
 }
 
 /// decode(encode(x)) == x on the vectors' inputs, for the vocabularies whose decoding
-/// restores text exactly (no space clean-up, no normalization).
+/// restores text exactly (no space clean-up, no normalization). gemma-4 is not one of them:
+/// llama.cpp keeps BPE's `clean_spaces` on for it, so " ?" decodes to "?" (its decoding is
+/// checked against libllama in `peer.rs`).
 #[test]
 fn vector_inputs_round_trip() {
     for name in [
@@ -79,7 +81,6 @@ fn vector_inputs_round_trip() {
         "command-r",
         "deepseek-coder",
         "deepseek-llm",
-        "gemma-4",
     ] {
         let tok = common::load(name);
         for (text, _) in common::vectors(name) {
