@@ -221,6 +221,7 @@ pub fn generate(
         );
     }
     let prompt_tokens = prompt.len();
+    tracing::debug!(?prompt, "prompt tokens");
     let max_tokens = sampling.max_tokens.unwrap_or(loaded.n_ctx - prompt_tokens);
     let mut rx = loaded.engine.handle().submit(GenerationRequest {
         prompt,

@@ -190,7 +190,7 @@ fn thousands(n: u64) -> String {
 }
 
 /// Bytes in binary units: `"93.8 MiB"`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

@@ -4,6 +4,7 @@
 mod chat;
 mod generate;
 mod inspect;
+mod quantize;
 mod run;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
     Inspect(inspect::InspectArgs),
+    /// Quantize a GGUF model to one type (F32, F16, BF16, Q4_0 ... Q8_0, K-quants, IQ4, TQ).
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

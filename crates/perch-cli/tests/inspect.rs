@@ -2,29 +2,11 @@
 //! input (one line on stderr, non-zero exit).
 
 use std::path::Path;
-use std::process::{Command, Output};
+
+mod common;
+use common::{assert_one_line_error, perch, smollm2, stdout};
 
 use perch_gguf::{GgmlType, GgufBuilder};
-
-fn perch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_perch"))
-        .args(args)
-        .output()
-        .expect("run perch")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "perch failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn smollm2() -> String {
-    perch_fixtures::smollm2_q4_1().display().to_string()
-}
 
 /// The summary line whose first words are `label`, split into the rest of its words.
 fn row<'a>(out: &'a str, label: &str) -> Vec<&'a str> {
@@ -148,16 +130,6 @@ fn files_without_model_keys_show_unknown() {
     assert_eq!(row(&out, "chat template"), ["no"]);
     assert_eq!(row(&out, "attention heads")[0], "4-8");
     assert_eq!(row(&out, "Q8_0")[..2], ["1", "64"]);
-}
-
-fn assert_one_line_error(args: &[&str], expect: &str) {
-    let o = perch(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    assert!(o.stdout.is_empty());
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("perch: "), "{err}");
-    assert!(err.contains(expect), "{err:?} should mention {expect:?}");
 }
 
 #[test]

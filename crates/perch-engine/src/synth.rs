@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use perch_gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value};
+use perch_gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value, keys};
 use perch_quant::GgmlType;
 
 use crate::config::Arch;
@@ -202,30 +202,6 @@ fn plan(spec: &SynthSpec, n_vocab: usize) -> Result<Vec<Planned>> {
     Ok(out)
 }
 
-/// The `general.file_type` llama.cpp records for a model whose matrices are `ty`.
-pub fn file_type_of(ty: GgmlType) -> u32 {
-    match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q5_0 => 8,
-        GgmlType::Q5_1 => 9,
-        GgmlType::Q2_K => 10,
-        GgmlType::Q3_K => 12,
-        GgmlType::Q4_K => 15,
-        GgmlType::Q5_K => 17,
-        GgmlType::Q6_K => 18,
-        GgmlType::IQ4_NL => 25,
-        GgmlType::IQ4_XS => 30,
-        GgmlType::BF16 => 32,
-        GgmlType::TQ1_0 => 36,
-        GgmlType::TQ2_0 => 37,
-        _ => 1024, // llama.cpp's "guessed" marker
-    }
-}
-
 /// Metadata of a synthetic model: the architecture's hyper-parameters plus every
 /// `tokenizer.*` key of `vocab` (a real vocabulary, so both engines can tokenize).
 pub fn metadata(spec: &SynthSpec, vocab: &GgufFile) -> Result<(Metadata, usize)> {
@@ -233,7 +209,10 @@ pub fn metadata(spec: &SynthSpec, vocab: &GgufFile) -> Result<(Metadata, usize)>
     let mut md = Metadata::default();
     md.set("general.architecture", a);
     md.set("general.name", format!("perch synthetic {a}"));
-    md.set("general.file_type", file_type_of(spec.weight_type));
+    md.set(
+        keys::GENERAL_FILE_TYPE,
+        keys::file_type_of(spec.weight_type),
+    );
     let u = |v: usize| Value::U32(v as u32);
     md.set(format!("{a}.context_length"), u(spec.n_ctx));
     md.set(format!("{a}.embedding_length"), u(spec.n_embd));

@@ -82,9 +82,68 @@ pub fn file_type_id(name: &str) -> Option<u32> {
     (0..64).find(|&id| file_type_name(id).is_some_and(|n| n.eq_ignore_ascii_case(name)))
 }
 
+/// The `general.file_type` llama.cpp records for a model whose matrices are mostly `ty`
+/// (the K-quant types map to their `_M` mix, as llama-quantize's `Q4_K` alias does), or
+/// 1024, llama.cpp's "guessed" marker, for a type with no file type of its own.
+pub fn file_type_of(ty: perch_quant::GgmlType) -> u32 {
+    use perch_quant::GgmlType as T;
+    match ty {
+        T::F32 => 0,
+        T::F16 => 1,
+        T::Q4_0 => 2,
+        T::Q4_1 => 3,
+        T::Q8_0 => 7,
+        T::Q5_0 => 8,
+        T::Q5_1 => 9,
+        T::Q2_K => 10,
+        T::Q3_K => 12,
+        T::Q4_K => 15,
+        T::Q5_K => 17,
+        T::Q6_K => 18,
+        T::IQ2_XXS => 19,
+        T::IQ2_XS => 20,
+        T::IQ3_XXS => 23,
+        T::IQ1_S => 24,
+        T::IQ4_NL => 25,
+        T::IQ3_S => 26,
+        T::IQ2_S => 28,
+        T::IQ4_XS => 30,
+        T::IQ1_M => 31,
+        T::BF16 => 32,
+        T::TQ1_0 => 36,
+        T::TQ2_0 => 37,
+        T::Q1_0 => 40,
+        T::Q2_0 => 41,
+        _ => 1024,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_file_types_name_their_type() {
+        use perch_quant::GgmlType as T;
+        for ty in [
+            T::F32,
+            T::F16,
+            T::BF16,
+            T::Q4_0,
+            T::Q4_1,
+            T::Q5_0,
+            T::Q5_1,
+            T::Q8_0,
+        ] {
+            assert_eq!(
+                file_type_name(file_type_of(ty)),
+                Some(ty.to_string().as_str())
+            );
+        }
+        assert_eq!(file_type_name(file_type_of(T::Q4_K)), Some("Q4_K_M"));
+        assert_eq!(file_type_name(file_type_of(T::IQ4_XS)), Some("IQ4_XS"));
+        assert_eq!(file_type_of(T::Q8_K), 1024);
+    }
 
     #[test]
     fn file_types_follow_llama_h() {

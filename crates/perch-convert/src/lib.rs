@@ -1,0 +1,23 @@
+//! Whole-model transformations on GGUF files.
+//!
+//! `perch-quant` knows rows and blocks; `perch-gguf` knows the file format. This crate joins
+//! them into the operations people run on whole models:
+//!
+//! * [`quantize`]: a GGUF file in, a GGUF file out with its weight matrices in another ggml
+//!   type. Which tensors are quantized, and what happens when a row length does not divide
+//!   the target's block size, follow llama.cpp's `llama-quantize` so that the same input and
+//!   type give the same tensor types. Metadata is kept; `general.file_type` and
+//!   `general.quantization_version` are set. The output is written to a temporary file and
+//!   renamed, so a failed run leaves nothing behind.
+//!
+//! Work is parallel over the rows of each tensor on the current rayon pool (install a pool
+//! to choose the thread count), in slabs so memory stays bounded on large models.
+
+pub mod error;
+pub mod quantize;
+
+pub use error::{ConvertError, Result};
+pub use quantize::{
+    Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, fallback_type,
+    plan, quantize_file,
+};
