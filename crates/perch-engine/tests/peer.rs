@@ -102,12 +102,17 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
             threads: 2,
             ..Default::default()
         };
-        let mut s = Session::new(model, cfg).unwrap();
+        let mut s = Session::new(model.clone(), cfg).unwrap();
         let first = s.feed(&rec.prompt_ids, false).unwrap();
         let mut max_diff = 0.0f32;
+        let mut sum_diff = 0.0f32;
         for (&id, &want) in rec.first_logits_ids.iter().zip(&rec.first_logits) {
-            max_diff = max_diff.max((first[id as usize] - want).abs());
+            let d = (first[id as usize] - want).abs();
+            max_diff = max_diff.max(d);
+            sum_diff += d;
         }
+        let mean_diff = sum_diff / rec.first_logits.len() as f32;
+        let quantized = model.file().tensors().iter().any(|t| t.ty.is_quantized());
         let mut greedy = Vec::new();
         let mut logits = first;
         for _ in 0..rec.greedy_ids.len() {
@@ -121,12 +126,19 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
             .take_while(|(a, b)| a == b)
             .count();
         report.push(format!(
-            "{name}: max |Δlogit| {max_diff:.5}, greedy agrees for {agree}/{}",
+            "{name}: |Δlogit| max {max_diff:.5} mean {mean_diff:.5}, greedy agrees for {agree}/{}",
             rec.greedy_ids.len()
         ));
-        // Tolerance: f32 and q8_0 weights compute the same products as llama.cpp up to
-        // summation order; quantized activations can round differently at a boundary.
-        if max_diff > 0.05 || agree < rec.greedy_ids.len() {
+        // Tolerances. F32 weights: the same products as llama.cpp up to summation order.
+        // Quantized weights: activations are quantized to 8 bits per layer input, and a sum
+        // that lands on the other side of a rounding boundary moves a value by one quantum;
+        // SmolLM2 amplifies that through its 30 layers. Measured on its Q4_1 file: perch's
+        // own scalar and AVX-512 kernels differ from each other by up to 0.56 (mean 0.17) on
+        // this prompt's logits, llama.cpp's Q8_0 and F32 files of the same weights by 0.63
+        // (mean 0.19), and perch from llama.cpp by 0.47 (mean 0.14). The greedy continuation
+        // must agree in full either way.
+        let (max_tol, mean_tol) = if quantized { (1.0, 0.25) } else { (0.05, 0.01) };
+        if max_diff > max_tol || mean_diff > mean_tol || agree < rec.greedy_ids.len() {
             failures.push(name.clone());
         }
     }

@@ -178,6 +178,22 @@ macro_rules! legacy_kernels {
             dot + min_terms(x, y, |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
         }
 
+        /// Q4_1 against four activation rows at once (bit-identical to four [`q4_1`] calls).
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            let dots: [f32; 4] = blocks8_x4!(
+                x,
+                y,
+                |xb, yb, qx| xb.d.to_bits(),
+                yb.d.to_bits(),
+                nibbles32(&xb.qs),
+                _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
+            );
+            core::array::from_fn(|r| {
+                dots[r] + min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
+            })
+        }
+
         /// Q5_0 · Q8_0.
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
@@ -191,6 +207,23 @@ macro_rules! legacy_kernels {
             })
         }
 
+        /// Q5_0 against four activation rows at once (bit-identical to four [`q5_0`] calls).
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q5_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            let f0 = _mm256_set1_epi8(0xf0u8 as i8);
+            blocks8_x4!(
+                x,
+                y,
+                |xb, yb, qx| xb.d.to_bits(),
+                yb.d.to_bits(),
+                {
+                    let hi = _mm256_andnot_si256(bits32(u32::from_le_bytes(xb.qh)), f0);
+                    _mm256_or_si256(nibbles32(&xb.qs), hi)
+                },
+                _mm256_cvtepi32_ps(mul_sum_i8(qx, load32(&yb.qs)))
+            )
+        }
+
         /// Q5_1 · Q8_1.
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
@@ -202,6 +235,26 @@ macro_rules! legacy_kernels {
                 _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
             });
             dot + min_terms(x, y, |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
+        }
+
+        /// Q5_1 against four activation rows at once (bit-identical to four [`q5_1`] calls).
+        #[target_feature(enable = $feat)]
+        pub(crate) fn q5_1_x4(x: &[BlockQ5_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            let b4 = _mm256_set1_epi8(0x10);
+            let dots: [f32; 4] = blocks8_x4!(
+                x,
+                y,
+                |xb, yb, qx| xb.d.to_bits(),
+                yb.d.to_bits(),
+                {
+                    let hi = _mm256_and_si256(bits32(u32::from_le_bytes(xb.qh)), b4);
+                    _mm256_or_si256(nibbles32(&xb.qs), hi)
+                },
+                _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
+            );
+            core::array::from_fn(|r| {
+                dots[r] + min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
+            })
         }
 
         /// Q8_0 · Q8_0.

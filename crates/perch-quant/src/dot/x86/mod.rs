@@ -59,6 +59,9 @@ pub(super) fn avx2_fn4(ty: GgmlType) -> Option<Dot4Fn> {
     Some(match ty {
         Q4_0 => tf_wrap4!(legacy::avx2::q4_0_x4, BlockQ4_0, BlockQ8_0),
         Q8_0 => tf_wrap4!(legacy::avx2::q8_0_x4, BlockQ8_0, BlockQ8_0),
+        Q4_1 => tf_wrap4!(legacy::avx2::q4_1_x4, BlockQ4_1, BlockQ8_1),
+        Q5_0 => tf_wrap4!(legacy::avx2::q5_0_x4, BlockQ5_0, BlockQ8_0),
+        Q5_1 => tf_wrap4!(legacy::avx2::q5_1_x4, BlockQ5_1, BlockQ8_1),
         Q4_K => tf_wrap4!(kquants::avx2::q4_k_x4, BlockQ4K, BlockQ8K),
         Q6_K => tf_wrap4!(kquants::avx2::q6_k_x4, BlockQ6K, BlockQ8K),
         _ => return None,
@@ -71,6 +74,9 @@ pub(super) fn avx512_fn4(ty: GgmlType) -> Option<Dot4Fn> {
     Some(match ty {
         Q4_0 => tf_wrap4!(legacy::avx512::q4_0_x4, BlockQ4_0, BlockQ8_0),
         Q8_0 => tf_wrap4!(legacy::avx512::q8_0_x4, BlockQ8_0, BlockQ8_0),
+        Q4_1 => tf_wrap4!(legacy::avx512::q4_1_x4, BlockQ4_1, BlockQ8_1),
+        Q5_0 => tf_wrap4!(legacy::avx512::q5_0_x4, BlockQ5_0, BlockQ8_0),
+        Q5_1 => tf_wrap4!(legacy::avx512::q5_1_x4, BlockQ5_1, BlockQ8_1),
         Q4_K => tf_wrap4!(kquants::avx512::q4_k_x4, BlockQ4K, BlockQ8K),
         Q6_K => tf_wrap4!(kquants::avx512::q6_k_x4, BlockQ6K, BlockQ8K),
         _ => return None,
