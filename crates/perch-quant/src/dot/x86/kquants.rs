@@ -171,7 +171,11 @@ macro_rules! k_kernels {
                         _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                 }
             }
-            core::array::from_fn(|r| hsum_ps(acc[r]) - acc_m[r])
+            let mut out = [0f32; 4];
+            for r in 0..4 {
+                out[r] = hsum_ps(acc[r]) - acc_m[r];
+            }
+            out
         }
 
         /// Q6_K against four activation rows at once (bit-identical to four [`q6_k`] calls).
@@ -188,12 +192,15 @@ macro_rules! k_kernels {
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
                 let sc16 =
                     _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(xb.scales.as_ptr().cast()) });
-                let mut sumi: [__m256i; 4] = core::array::from_fn(|r| {
-                    _mm256_sub_epi32(
+                // A loop, not `array::from_fn`: a closure does not inherit the target
+                // features, so the intrinsics inside it would not be inlined.
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for r in 0..4 {
+                    sumi[r] = _mm256_sub_epi32(
                         _mm256_setzero_si256(),
                         _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums(&y[r][i]), sc16)),
-                    )
-                });
+                    );
+                }
                 for h in 0..2 {
                     let ql0 = load32u(&xb.ql[64 * h..]);
                     let ql1 = load32u(&xb.ql[64 * h + 32..]);
@@ -213,7 +220,11 @@ macro_rules! k_kernels {
                         _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                 }
             }
-            core::array::from_fn(|r| hsum_ps(acc[r]))
+            let mut out = [0f32; 4];
+            for r in 0..4 {
+                out[r] = hsum_ps(acc[r]);
+            }
+            out
         }
 
         /// The four 32-byte chunks of unsigned 6-bit quants of one Q6_K half.

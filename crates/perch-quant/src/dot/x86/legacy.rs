@@ -65,13 +65,16 @@ macro_rules! blocks8_x4 {
             for (k, $xb) in xc.iter().enumerate() {
                 a[k] = $xd;
             }
-            let ds: [[f32; 8]; 4] = core::array::from_fn(|r| {
+            // Plain loops, not `array::from_fn`: a closure does not inherit the target
+            // features, so the helpers and intrinsics inside it would not be inlined.
+            let mut ds = [[0f32; 8]; 4];
+            for r in 0..4 {
                 let mut b = [0u16; 8];
                 for (k, $yr) in $y[r][base..base + xc.len()].iter().enumerate() {
                     b[k] = $yd;
                 }
-                f16_products(&a, &b)
-            });
+                ds[r] = f16_products(&a, &b);
+            }
             let mut k = 0;
             while k < xc.len() {
                 let $xb = &xc[k];
@@ -93,7 +96,11 @@ macro_rules! blocks8_x4 {
                 k += 2;
             }
         }
-        core::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc0[r], acc1[r])))
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));
+        }
+        out
     }};
 }
 
@@ -189,9 +196,11 @@ macro_rules! legacy_kernels {
                 nibbles32(&xb.qs),
                 _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
             );
-            core::array::from_fn(|r| {
-                dots[r] + min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
-            })
+            let mut out = dots;
+            for r in 0..4 {
+                out[r] += min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()));
+            }
+            out
         }
 
         /// Q5_0 · Q8_0.
@@ -252,9 +261,11 @@ macro_rules! legacy_kernels {
                 },
                 _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
             );
-            core::array::from_fn(|r| {
-                dots[r] + min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
-            })
+            let mut out = dots;
+            for r in 0..4 {
+                out[r] += min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()));
+            }
+            out
         }
 
         /// Q8_0 · Q8_0.
