@@ -14,7 +14,7 @@ Steps, all with the peer's own tools:
 2. For each type: `llama-quantize --pure f32.gguf out.gguf TYPE`, then read out.gguf with gguf-py
    (PyPI gguf==0.19.0, the fixture): per tensor its type, the first 16 hex digits of its bytes' sha256,
    and the squared error of its dequantized values against the F32 file (gguf-py's numpy
-   dequantizers; float64 sums).
+   dequantizers; float64 sums). Tensors are listed by name (llama-quantize reorders them).
 
     bash ../shared/tools/peer-llama-cpp.sh            # builds the peer, prints its bin folder
     PYTHONPATH=models/cache/gguf-0.19.0 python3 scripts/record_peer_quantize.py \\
@@ -61,19 +61,23 @@ def main():
         subprocess.run([q, "--allow-requantize", a.model, f32, "F32", "2"], check=True,
                        capture_output=True)
         base = tensors(f32)
+        names = sorted(base)
         rec = {
             "model": pathlib.Path(a.model).name,
-            "f32": {n: hash_bytes(raw) for n, (_, raw, _) in base.items()},
+            "names": names,
+            "f32": [hash_bytes(base[n][1]) for n in names],
             "types": {},
         }
         for ty in a.types.split(","):
             out = f"{tmp}/{ty}.gguf"
             subprocess.run([q, "--pure", f32, out, ty, "2"], check=True, capture_output=True)
             got = tensors(out)
-            names, types, hashes = [], [], []
+            if sorted(got) != names:
+                raise SystemExit(f"{ty}: llama-quantize wrote other tensors than its input's")
+            types, hashes = [], []
             sq = 0.0
-            for n, (tt, raw, t) in got.items():
-                names.append(n)
+            for n in names:
+                tt, raw, t = got[n]
                 types.append(tt.name)
                 hashes.append(hash_bytes(raw))
                 if tt != base[n][0]:
@@ -81,8 +85,8 @@ def main():
                     deq = dequantize(t.data, tt).astype(np.float64).reshape(-1)
                     sq += float(np.sum((deq - ref) ** 2))
             ftype = int(GGUFReader(out).fields["general.file_type"].contents())
-            rec["types"][ty] = {"file_type": ftype, "names": names, "types": types,
-                                "hashes": hashes, "sq_err": sq}
+            rec["types"][ty] = {"file_type": ftype, "types": types, "hashes": hashes,
+                                "sq_err": sq}
             print(f"{ty}: {len(names)} tensors, squared error {sq:.6g}")
             pathlib.Path(out).unlink()
     pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
