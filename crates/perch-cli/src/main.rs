@@ -1,6 +1,7 @@
 //! The `perch` command line. Each subcommand lives in its own module; this file only parses
 //! flags, sets up logging and maps errors to one clear line and a non-zero exit.
 
+mod bench;
 mod chat;
 mod generate;
 mod inspect;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// Chat with a model in the terminal.
     Chat(chat::ChatArgs),
+    /// Measure prompt processing and generation speed, as llama-bench does.
+    Bench(bench::BenchArgs),
     /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
     Inspect(inspect::InspectArgs),
     /// Quantize a GGUF model to one type (F32, F16, BF16, Q4_0 ... Q8_0, K-quants, IQ4, TQ).
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
     };
     match result {

@@ -163,6 +163,34 @@ impl Model {
         perch_quant::matmul(&self.weight(m), a, out).map_err(|e| EngineError::Kernel(e.to_string()))
     }
 
+    /// `outs[i][r][o] = Ms[i][o] · x[r]` for matrices that read the same activations, in one
+    /// parallel pass when they pair with the same activation type (one quantization of `x`,
+    /// one fork and join of the compute threads instead of one per matrix).
+    fn matmul_multi(
+        &self,
+        ms: &[&MatrixRef],
+        acts: &mut ActCache,
+        x: &[f32],
+        rows: usize,
+        outs: &mut [&mut Vec<f32>],
+    ) -> Result<()> {
+        let act = perch_quant::vec_dot_type(ms[0].ty);
+        if ms.iter().any(|m| perch_quant::vec_dot_type(m.ty) != act) {
+            for (m, out) in ms.iter().zip(outs.iter_mut()) {
+                self.matmul(m, acts, x, rows, out)?;
+            }
+            return Ok(());
+        }
+        for (m, out) in ms.iter().zip(outs.iter_mut()) {
+            out.resize(rows * m.rows, 0.0);
+        }
+        let a = acts.get(ms[0].ty, x, rows, ms[0].cols)?;
+        let ws: Vec<WeightMatrix<'_>> = ms.iter().map(|m| self.weight(m)).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        perch_quant::matmul_multi(&ws, a, &mut slices)
+            .map_err(|e| EngineError::Kernel(e.to_string()))
+    }
+
     /// Compute one step for `seqs`, writing their new K and V into `kv`.
     ///
     /// Returns the logits of the requested rows, `n_vocab` each, in the order of `seqs` and,
@@ -276,11 +304,13 @@ impl Model {
         ops::rms_norm_into(&ws.x, &mut ws.h, n_embd, &layer.attn_norm, cfg.rms_eps);
         ws.acts.invalidate();
         match &layer.qkv {
-            QkvWeights::Separate { q, k, v } => {
-                self.matmul(q, &mut ws.acts, &ws.h, n, &mut ws.q)?;
-                self.matmul(k, &mut ws.acts, &ws.h, n, &mut ws.k)?;
-                self.matmul(v, &mut ws.acts, &ws.h, n, &mut ws.v)?;
-            }
+            QkvWeights::Separate { q, k, v } => self.matmul_multi(
+                &[q, k, v],
+                &mut ws.acts,
+                &ws.h,
+                n,
+                &mut [&mut ws.q, &mut ws.k, &mut ws.v],
+            )?,
             QkvWeights::Fused(w) => {
                 self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
                 split_rows(
@@ -355,10 +385,13 @@ impl Model {
         ops::rms_norm_into(&ws.x, &mut ws.h, n_embd, &layer.ffn_norm, cfg.rms_eps);
         ws.acts.invalidate();
         match &layer.gate_up {
-            GateUpWeights::Separate { gate, up } => {
-                self.matmul(gate, &mut ws.acts, &ws.h, n, &mut ws.gate)?;
-                self.matmul(up, &mut ws.acts, &ws.h, n, &mut ws.up)?;
-            }
+            GateUpWeights::Separate { gate, up } => self.matmul_multi(
+                &[gate, up],
+                &mut ws.acts,
+                &ws.h,
+                n,
+                &mut [&mut ws.gate, &mut ws.up],
+            )?,
             GateUpWeights::Fused(w) => {
                 self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
                 split_rows(

@@ -62,6 +62,14 @@ pub enum MatmulError {
         /// Activation columns.
         got: usize,
     },
+    /// [`matmul_multi`] was given a different number of outputs than of weight matrices.
+    #[error("{weights} weight matrices but {outputs} outputs")]
+    OutputCount {
+        /// Weight matrices.
+        weights: usize,
+        /// Outputs.
+        outputs: usize,
+    },
     /// The output slice has the wrong length.
     #[error(
         "output holds {got} values, expected {expected} ({rows} activation rows x {outputs} outputs)"
@@ -164,7 +172,8 @@ impl<'a> WeightMatrix<'a> {
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: the pointer is only used to write indices that no other task writes (disjoint
-// weight-row ranges), while the `&mut [f32]` it came from is borrowed by `matmul_at`.
+// weight-row ranges of one output), while the `&mut [f32]` it came from is borrowed by
+// `matmul_multi_at` (each output slice is a distinct `&mut`, so outputs never overlap).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above; tasks never read through it nor write the same index.
 unsafe impl Sync for OutPtr {}
@@ -180,14 +189,78 @@ pub fn matmul(
     matmul_at(simd_level(), w, x, out)
 }
 
-/// [`matmul`] with the kernels of a given level (falling back as
-/// [`dot_fn`](crate::dot::dot_fn) does).
+/// [`matmul`] at a given SIMD level (tests and comparisons).
 pub fn matmul_at(
     level: SimdLevel,
     w: &WeightMatrix<'_>,
     x: &QuantizedActivations,
     out: &mut [f32],
 ) -> Result<(), MatmulError> {
+    matmul_multi_at(level, &[*w], x, &mut [out])
+}
+
+/// Several weight matrices against the same activations in one parallel pass:
+/// `outs[i]` receives `ws[i] × x` exactly as [`matmul`] would write it. One pass instead of
+/// one per matrix saves a fork and join of the compute threads per matrix, which is what
+/// decoding one token at a time pays for most (the query, key and value projections, or the
+/// gate and up projections, read the same activations).
+pub fn matmul_multi(
+    ws: &[WeightMatrix<'_>],
+    x: &QuantizedActivations,
+    outs: &mut [&mut [f32]],
+) -> Result<(), MatmulError> {
+    matmul_multi_at(simd_level(), ws, x, outs)
+}
+
+/// [`matmul_multi`] at a given SIMD level.
+pub fn matmul_multi_at(
+    level: SimdLevel,
+    ws: &[WeightMatrix<'_>],
+    x: &QuantizedActivations,
+    outs: &mut [&mut [f32]],
+) -> Result<(), MatmulError> {
+    if ws.len() != outs.len() {
+        return Err(MatmulError::OutputCount {
+            weights: ws.len(),
+            outputs: outs.len(),
+        });
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Every matrix is checked before anything is computed.
+    let mut jobs = Vec::with_capacity(ws.len());
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        if let Some(kernels) = check(level, w, x, out)? {
+            jobs.push((w, kernels, OutPtr(out.as_mut_ptr()), chunk_rows(w, threads)));
+        }
+    }
+    // The chunks of all matrices, as (job, first row, end row).
+    let chunks: Vec<(usize, usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, (w, _, _, chunk))| {
+            (0..w.rows.div_ceil(*chunk)).map(move |c| (j, c * chunk, ((c + 1) * chunk).min(w.rows)))
+        })
+        .collect();
+    let run = |&(j, o0, o1): &(usize, usize, usize)| {
+        let (w, (f, f4), ptr, _) = &jobs[j];
+        chunk_product(*f, *f4, w, x, o0, o1, *ptr);
+    };
+    if chunks.len() == 1 {
+        run(&chunks[0]);
+    } else {
+        chunks.par_iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// Validates one product; `None` when there is nothing to compute (the output is then
+/// already complete).
+fn check(
+    level: SimdLevel,
+    w: &WeightMatrix<'_>,
+    x: &QuantizedActivations,
+    out: &mut [f32],
+) -> Result<Option<(DotFn, Option<Dot4Fn>)>, MatmulError> {
     let expected_act = vec_dot_type(w.ty);
     if x.ty() != expected_act && x.rows() > 0 {
         return Err(MatmulError::ActivationType {
@@ -213,39 +286,26 @@ pub fn matmul_at(
         });
     }
     if n_out == 0 || n_act == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let f = dot_fn(w.ty, level).ok_or(MatmulError::Unsupported(w.ty))?;
-    let f4 = dot4_fn(w.ty, level);
     if w.cols == 0 {
         out.fill(0.0);
-        return Ok(());
+        return Ok(None);
     }
-    let threads = rayon::current_num_threads().max(1);
-    // Enough chunks to balance the threads, few enough that a task is worth its fork, and
-    // small enough that a chunk of weights stays in L2 while every activation row runs by.
-    let max_chunk_bytes = 256 * 1024;
-    let by_cache = (max_chunk_bytes / w.row_bytes.max(1)).max(1);
-    let by_balance = n_out.div_ceil(threads * 8).max(1);
-    let chunk = by_balance.min(by_cache).min(256);
-    let n_chunks = n_out.div_ceil(chunk);
-    let ptr = OutPtr(out.as_mut_ptr());
-    let run = |c: usize| {
-        let o0 = c * chunk;
-        let o1 = (o0 + chunk).min(n_out);
-        chunk_product(f, f4, w, x, o0, o1, ptr);
-    };
-    if n_chunks == 1 {
-        run(0);
-    } else {
-        (0..n_chunks).into_par_iter().for_each(run);
-    }
-    Ok(())
+    Ok(Some((f, dot4_fn(w.ty, level))))
 }
 
-/// Computes outputs `o0..o1` for every activation row: four activation rows at a time with
-/// the four-row kernel where there is one (bit-identical to the one-row kernel), the rest
-/// one by one.
+/// Weight rows per task: enough chunks to balance the threads, few enough that a task is
+/// worth its fork, and small enough that a chunk of weights stays in L2 while every
+/// activation row runs by.
+fn chunk_rows(w: &WeightMatrix<'_>, threads: usize) -> usize {
+    let max_chunk_bytes = 256 * 1024;
+    let by_cache = (max_chunk_bytes / w.row_bytes.max(1)).max(1);
+    let by_balance = w.rows.div_ceil(threads * 8).max(1);
+    by_balance.min(by_cache).min(256)
+}
+
 #[inline]
 fn chunk_product(
     f: DotFn,

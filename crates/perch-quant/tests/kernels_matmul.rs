@@ -91,3 +91,65 @@ fn zero_activation_rows_is_a_no_op() {
     let mut out: [f32; 0] = [];
     matmul_at(SimdLevel::Scalar, &wm, &xa, &mut out).unwrap();
 }
+
+#[test]
+fn multi_products_equal_separate_products() {
+    use perch_quant::matmul::{MatmulError, matmul_multi_at};
+    // Query/key/value-like shapes sharing activations: three matrices of two types that pair
+    // with the same activation type, several activation rows, two threads.
+    let cols = 512;
+    let mut r = Rng(0x6d75_6c74);
+    let shapes = [
+        (GgmlType::Q4_K, 96),
+        (GgmlType::Q6_K, 32),
+        (GgmlType::Q4_K, 33),
+    ];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(ty, rows)| {
+            (0..rows)
+                .flat_map(|_| weight_row(ty, cols, &mut r, Fill::Random))
+                .collect()
+        })
+        .collect();
+    let ws: Vec<WeightMatrix<'_>> = shapes
+        .iter()
+        .zip(&data)
+        .map(|(&(ty, rows), d)| WeightMatrix::new(ty, rows, cols, d).unwrap())
+        .collect();
+    let n_act = 5;
+    let x: Vec<f32> = (0..n_act * cols).map(|_| r.range(-2.0, 2.0)).collect();
+    let mut xa = QuantizedActivations::new();
+    xa.quantize(GgmlType::Q8_K, &x, n_act, cols).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for level in SimdLevel::supported() {
+        let mut sep: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0; w.rows() * n_act]).collect();
+        for (w, o) in ws.iter().zip(sep.iter_mut()) {
+            pool.install(|| matmul_at(level, w, &xa, o)).unwrap();
+        }
+        let mut multi: Vec<Vec<f32>> = ws
+            .iter()
+            .map(|w| vec![f32::NAN; w.rows() * n_act])
+            .collect();
+        let mut outs: Vec<&mut [f32]> = multi.iter_mut().map(|v| v.as_mut_slice()).collect();
+        pool.install(|| matmul_multi_at(level, &ws, &xa, &mut outs))
+            .unwrap();
+        for (a, b) in sep.iter().zip(&multi) {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "multi product differs at {level}");
+        }
+        // A wrong output count or length is an error, not a panic.
+        let mut one = vec![0.0; 1];
+        let err = matmul_multi_at(level, &ws, &xa, &mut [&mut one]).unwrap_err();
+        assert!(matches!(
+            err,
+            MatmulError::OutputCount {
+                weights: 3,
+                outputs: 1
+            }
+        ));
+    }
+}
