@@ -1,5 +1,6 @@
 //! `cargo xtask`: maintainer tasks (`cargo xtask --help`).
 
+mod bench;
 mod ci;
 mod fixtures;
 
@@ -27,6 +28,17 @@ enum Task {
     },
     /// Run the whole check: fixtures, fmt, clippy -D warnings, all tests (ci profile).
     Ci,
+    /// Benchmarks of the whole system (speed beside llama.cpp).
+    Bench {
+        #[command(subcommand)]
+        what: BenchTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTask {
+    /// Prompt processing and generation tokens/s, perch beside llama.cpp (`--vs llama.cpp`).
+    Speed(bench::SpeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +46,9 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Fixtures { write_manifest } => fixtures::run(write_manifest),
         Task::Ci => ci::run(),
+        Task::Bench {
+            what: BenchTask::Speed(args),
+        } => bench::speed(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
