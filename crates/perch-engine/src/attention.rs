@@ -6,11 +6,10 @@
 //! softmax weights. Tasks are independent, so they run in parallel over tokens and heads,
 //! which keeps both cores busy for one decoding sequence as well as for a long prefill.
 
-use perch_quant::vecops;
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
-use crate::kv::{BlockTable, KvStorage};
+use crate::kv::{BlockTable, KvStorage, Query};
 use crate::ops;
 
 /// Which sequence and position a row of the step belongs to.
@@ -39,13 +38,12 @@ pub fn attend(
     let group = cfg.n_head / cfg.n_head_kv;
     let bs = kv.layout().block_size;
     out.par_chunks_mut(hdv).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; hd]),
-        |(scores, qh): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
+        || (Vec::new(), Query::default(), Vec::new()),
+        |(scores, qh, tmp): &mut (Vec<f32>, Query, Vec<f32>), (idx, o)| {
             let (i, h) = (idx / cfg.n_head, idx % cfg.n_head);
             let row = rows[i];
             let g = h / group;
-            // The query is rounded to f16, as llama.cpp's product with the f16 keys does.
-            round_f16(
+            kv.prepare_query(
                 &q[(i * cfg.n_head + h) * hd..(i * cfg.n_head + h + 1) * hd],
                 qh,
             );
@@ -54,31 +52,19 @@ pub fn attend(
             let last = row.pos; // inclusive: causal
             scores.clear();
             for p in first..=last {
-                let kb = kv.k_block(il, table.blocks[p / bs], g);
-                let slot = p % bs;
-                scores.push(
-                    vecops::dot_f32_f16(qh, &kb[slot * hd..(slot + 1) * hd]) * cfg.attn_scale,
-                );
+                let dot = kv.key_dot(il, table.blocks[p / bs], g, p % bs, qh);
+                scores.push(dot * cfg.attn_scale);
             }
             if let Some(cap) = cfg.attn_softcap {
                 ops::softcap(scores, cap);
             }
             ops::softmax(scores);
             o.fill(0.0);
-            // The weights are rounded to f16 too, as in llama.cpp's product with the f16 values.
+            // The weights are rounded to f16, as in llama.cpp's product with f16 values.
             for (p, &w) in (first..=last).zip(scores.iter()) {
                 let w = half::f16::from_f32(w).to_f32();
-                let vb = kv.v_block(il, table.blocks[p / bs], g);
-                let slot = p % bs;
-                vecops::axpy_f16(o, w, &vb[slot * hdv..(slot + 1) * hdv]);
+                kv.add_value(il, table.blocks[p / bs], g, p % bs, w, o, tmp);
             }
         },
     );
-}
-
-/// `dst = f16(src)` as f32: the values an f16 × f16 product sees.
-fn round_f16(src: &[f32], dst: &mut [f32]) {
-    for (d, &x) in dst.iter_mut().zip(src) {
-        *d = half::f16::from_f32(x).to_f32();
-    }
 }

@@ -17,7 +17,7 @@ use perch_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::error::{EngineError, Result};
-use crate::kv::{BlockPool, KvLayout, KvStorage, PoolStats};
+use crate::kv::{BlockPool, KvLayout, KvStorage, KvType, PoolStats};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
 use crate::sampling::{Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
@@ -37,6 +37,8 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// Compute threads.
     pub threads: usize,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
 }
 
 impl EngineConfig {
@@ -49,8 +51,21 @@ impl EngineConfig {
         kv_memory: Option<usize>,
         threads: usize,
     ) -> EngineConfig {
+        Self::for_model_kv(model, n_ctx, parallel, kv_memory, threads, KvType::F16)
+    }
+
+    /// [`Self::for_model`] with a KV cache of `kv_type` (a Q8_0 cache holds about twice the
+    /// tokens of an f16 one in the same `kv_memory`).
+    pub fn for_model_kv(
+        model: &Model,
+        n_ctx: usize,
+        parallel: usize,
+        kv_memory: Option<usize>,
+        threads: usize,
+        kv_type: KvType,
+    ) -> EngineConfig {
         let block_size = 16;
-        let layout = kv_layout(model, block_size, 1);
+        let layout = kv_layout(model, block_size, 1, kv_type);
         let n_blocks = match kv_memory {
             Some(bytes) => (bytes / layout.bytes_per_block()).max(1),
             None => n_ctx.div_ceil(block_size) * parallel.max(1),
@@ -62,11 +77,18 @@ impl EngineConfig {
             max_batch_tokens: 512,
             max_running: 64.max(parallel),
             threads,
+            kv_type,
         }
+    }
+
+    /// Bytes the KV cache of this configuration takes for `model`.
+    pub fn kv_bytes(&self, model: &Model) -> usize {
+        kv_layout(model, self.block_size, self.n_blocks, self.kv_type).bytes_per_block()
+            * self.n_blocks
     }
 }
 
-fn kv_layout(model: &Model, block_size: usize, n_blocks: usize) -> KvLayout {
+fn kv_layout(model: &Model, block_size: usize, n_blocks: usize, kv_type: KvType) -> KvLayout {
     let c = model.config();
     KvLayout {
         n_layer: c.n_layer,
@@ -75,6 +97,7 @@ fn kv_layout(model: &Model, block_size: usize, n_blocks: usize) -> KvLayout {
         head_dim_v: c.head_dim_v,
         block_size,
         n_blocks,
+        kv_type,
     }
 }
 
@@ -233,7 +256,8 @@ impl Engine {
             .thread_name(|i| format!("perch-compute-{i}"))
             .build()
             .map_err(|e| EngineError::BadConfig(format!("cannot start compute threads: {e}")))?;
-        let kv = KvStorage::new(kv_layout(&model, cfg.block_size, cfg.n_blocks));
+        let kv = KvStorage::new(kv_layout(&model, cfg.block_size, cfg.n_blocks, cfg.kv_type))
+            .map_err(EngineError::BadConfig)?;
         let sched = Scheduler::new(
             SchedulerConfig {
                 max_batch_tokens: cfg.max_batch_tokens,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
-use crate::kv::{BlockPool, BlockTable, KvLayout, KvStorage};
+use crate::kv::{BlockPool, BlockTable, KvLayout, KvStorage, KvType};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
 
 /// Settings of a [`Session`].
@@ -22,6 +22,8 @@ pub struct SessionConfig {
     pub block_size: usize,
     /// Compute threads (the rayon pool the session runs its steps in).
     pub threads: usize,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
 }
 
 impl Default for SessionConfig {
@@ -31,6 +33,7 @@ impl Default for SessionConfig {
             n_batch: 512,
             block_size: 16,
             threads: default_threads(),
+            kv_type: KvType::F16,
         }
     }
 }
@@ -90,6 +93,7 @@ impl Session {
             head_dim_v: m.head_dim_v,
             block_size: cfg.block_size,
             n_blocks,
+            kv_type: cfg.kv_type,
         };
         let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads.max(1))
@@ -98,7 +102,7 @@ impl Session {
             .map_err(|e| EngineError::BadConfig(format!("cannot start compute threads: {e}")))?;
         Ok(Session {
             pool: BlockPool::new(n_blocks, cfg.block_size),
-            kv: KvStorage::new(layout),
+            kv: KvStorage::new(layout).map_err(EngineError::BadConfig)?,
             table: BlockTable::new(),
             tokens: Vec::new(),
             ws: Workspace::default(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest, Usage};
+use perch_engine::kv::KvType;
 use perch_engine::sampling::SamplingParams;
 use perch_engine::synth::{self, SynthSpec};
 use perch_engine::{Arch, Model};
@@ -46,6 +47,7 @@ fn start(f: &Fixture, n_blocks: usize, max_batch_tokens: usize) -> Engine {
             max_batch_tokens,
             max_running: 64,
             threads: 2,
+            kv_type: KvType::F16,
         },
     )
     .unwrap()

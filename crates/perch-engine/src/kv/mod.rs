@@ -10,4 +10,4 @@ mod pool;
 mod storage;
 
 pub use pool::{BlockHash, BlockId, BlockPool, BlockTable, PoolStats};
-pub use storage::{KvLayout, KvStorage};
+pub use storage::{KvLayout, KvStorage, KvType, Query};
