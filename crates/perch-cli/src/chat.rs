@@ -81,7 +81,7 @@ fn fit_context(
     turns: &mut Vec<Value>,
     sampling: &SamplingArgs,
 ) -> Result<Option<Vec<u32>>> {
-    let n_ctx = loaded.n_ctx;
+    let n_ctx = loaded.n_ctx();
     let room = sampling
         .max_tokens
         .unwrap_or(n_ctx / 4)
