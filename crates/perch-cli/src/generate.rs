@@ -161,7 +161,9 @@ pub fn generate(
         );
     }
     let prompt_tokens = prompt.len();
-    let max_tokens = sampling.max_tokens.unwrap_or(loaded.n_ctx() - prompt_tokens);
+    let max_tokens = sampling
+        .max_tokens
+        .unwrap_or(loaded.n_ctx() - prompt_tokens);
     let mut rx = loaded.handle().submit(GenerationRequest {
         prompt,
         sampling: sampling.params(),

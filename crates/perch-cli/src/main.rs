@@ -5,6 +5,7 @@ mod chat;
 mod generate;
 mod inspect;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -27,21 +28,33 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
     Inspect(inspect::InspectArgs),
+    /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
+    Serve(serve::ServeArgs),
+}
+
+/// The log level when `PERCH_LOG` is unset: the server logs requests, other commands only
+/// warnings.
+fn default_log(cli: &Cli) -> &'static str {
+    match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PERCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log(&cli))),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

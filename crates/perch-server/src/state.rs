@@ -1,0 +1,416 @@
+//! Server settings, shared state and the model registry.
+//!
+//! The registry knows every model the server may serve (from `--model`) and keeps the loaded
+//! ones. Models load on first use (the default one at start-up), on a blocking thread so the
+//! async runtime never stalls; loads are serialized so two requests for the same model load it
+//! once. Beyond `max_loaded` the least recently used model is unloaded; a model idle longer
+//! than its keep-alive is unloaded by [`Registry::reap`] (the default model stays loaded).
+//! An unloaded model that still has requests running stays alive until they finish, because
+//! each request holds an `Arc` to it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use perch_engine::loader::{ChatModel, LoadOptions};
+
+use crate::error::ApiError;
+use crate::metrics::{Metrics, Snapshot};
+
+/// A model the server can serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The name clients use.
+    pub name: String,
+    /// The GGUF file.
+    pub path: PathBuf,
+}
+
+impl ModelSpec {
+    /// A spec from `--model`: `NAME=PATH`, or a path whose file name (without `.gguf`) becomes
+    /// the name.
+    pub fn parse(arg: &str) -> Result<ModelSpec, String> {
+        let (name, path) = match arg.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(p)),
+            _ => {
+                let path = PathBuf::from(arg);
+                let name = path
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("`{arg}` has no file name"))?;
+                let name = name
+                    .strip_suffix(".gguf")
+                    .map(str::to_string)
+                    .unwrap_or(name);
+                (name, path)
+            }
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "model name `{name}` must be non-empty without spaces"
+            ));
+        }
+        Ok(ModelSpec { name, path })
+    }
+
+    fn matches(&self, requested: &str) -> bool {
+        requested == self.name
+            || requested
+                .strip_suffix(":latest")
+                .is_some_and(|r| r == self.name)
+            || self
+                .name
+                .strip_suffix(":latest")
+                .is_some_and(|n| n == requested)
+    }
+}
+
+/// Settings of one server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The models; the first is the default (loaded at start-up, used when a request names
+    /// no model).
+    pub models: Vec<ModelSpec>,
+    /// How models are loaded (context size, parallel sequences, KV memory, threads).
+    pub load: LoadOptions,
+    /// Bearer key required on every route but `/health`.
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS (`*` for any); empty turns CORS off.
+    pub cors_origins: Vec<String>,
+    /// Most models loaded at once.
+    pub max_loaded: usize,
+    /// How long an idle model stays loaded.
+    pub keep_alive: Duration,
+    /// Most requests queued or running per model before 503.
+    pub max_queue: usize,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Largest `n` (choices per request).
+    pub max_n: usize,
+    /// How long running requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            models: Vec::new(),
+            load: LoadOptions::default(),
+            api_key: None,
+            cors_origins: Vec::new(),
+            max_loaded: 1,
+            keep_alive: Duration::from_secs(300),
+            max_queue: 256,
+            body_limit: 2 << 20,
+            max_n: 8,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A loaded model and its bookkeeping.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The name clients use.
+    pub name: String,
+    /// The model, tokenizer, template and engine.
+    pub chat: ChatModel,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// How long loading took.
+    pub load_time: Duration,
+    in_flight: AtomicUsize,
+    used: Mutex<(Instant, Option<Duration>)>,
+}
+
+impl LoadedModel {
+    /// Take a queue slot, or 503 when `limit` requests are already queued or running.
+    pub fn acquire(self: &Arc<Self>, limit: usize) -> Result<Slot, ApiError> {
+        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= limit {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::overloaded(&self.name, limit));
+        }
+        self.touch();
+        Ok(Slot {
+            model: self.clone(),
+        })
+    }
+
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn touch(&self) {
+        self.used_lock().0 = Instant::now();
+    }
+
+    fn used_lock(&self) -> std::sync::MutexGuard<'_, (Instant, Option<Duration>)> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep this model loaded for `d` after its last use instead of the server's default
+    /// (`None`: forever).
+    pub fn set_keep_alive(&self, d: Option<Duration>) {
+        self.used_lock().1 = d;
+    }
+
+    /// When the model will be unloaded if nothing uses it (`None`: never).
+    pub fn expires_at(&self, default: Duration) -> Option<SystemTime> {
+        let (last, keep) = *self.used_lock();
+        let keep = keep.or(Some(default))?;
+        let idle = last.elapsed();
+        let left = keep.saturating_sub(idle);
+        Some(SystemTime::now() + left)
+    }
+}
+
+/// A request's place in a model's queue; freed on drop.
+#[derive(Debug)]
+pub struct Slot {
+    model: Arc<LoadedModel>,
+}
+
+impl Slot {
+    /// The model.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.model
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.model.touch();
+        self.model.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The models the server knows and the ones it has loaded.
+#[derive(Debug)]
+pub struct Registry {
+    specs: Vec<ModelSpec>,
+    opts: LoadOptions,
+    max_loaded: usize,
+    keep_alive: Duration,
+    loaded: Mutex<Vec<Arc<LoadedModel>>>,
+    load_lock: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+}
+
+impl Registry {
+    fn new(cfg: &ServerConfig) -> Registry {
+        Registry {
+            specs: cfg.models.clone(),
+            opts: cfg.load.clone(),
+            max_loaded: cfg.max_loaded.max(1),
+            keep_alive: cfg.keep_alive,
+            loaded: Mutex::new(Vec::new()),
+            load_lock: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<LoadedModel>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every model the server can serve; the first is the default.
+    pub fn specs(&self) -> &[ModelSpec] {
+        &self.specs
+    }
+
+    /// The spec a request's `model` names (`None` or empty: the default).
+    pub fn spec(&self, requested: Option<&str>) -> Result<&ModelSpec, ApiError> {
+        match requested.map(str::trim).filter(|s| !s.is_empty()) {
+            None => self
+                .specs
+                .first()
+                .ok_or_else(|| ApiError::unavailable("this server has no models")),
+            Some(name) => self
+                .specs
+                .iter()
+                .find(|s| s.matches(name))
+                .ok_or_else(|| ApiError::model_not_found(name)),
+        }
+    }
+
+    /// The loaded models.
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        self.lock().clone()
+    }
+
+    /// The loaded model called `name`, if it is loaded.
+    pub fn loaded_model(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.lock().iter().find(|m| m.name == name).cloned()
+    }
+
+    /// Whether the default model has loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The model a request names, loading it if needed.
+    pub async fn get(&self, requested: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+        let spec = self.spec(requested)?.clone();
+        if let Some(m) = self.loaded_model(&spec.name) {
+            m.touch();
+            return Ok(m);
+        }
+        let _guard = self.load_lock.lock().await;
+        if let Some(m) = self.loaded_model(&spec.name) {
+            m.touch();
+            return Ok(m);
+        }
+        let opts = self.opts.clone();
+        let path = spec.path.clone();
+        let started = Instant::now();
+        let chat = tokio::task::spawn_blocking(move || ChatModel::load(&path, &opts))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| {
+                tracing::error!(model = %spec.name, error = %e, "cannot load model");
+                ApiError::unavailable(format!("model `{}` could not be loaded: {e}", spec.name))
+            })?;
+        let model = Arc::new(LoadedModel {
+            name: spec.name.clone(),
+            chat,
+            loaded_at: SystemTime::now(),
+            load_time: started.elapsed(),
+            in_flight: AtomicUsize::new(0),
+            used: Mutex::new((Instant::now(), None)),
+        });
+        let evicted = {
+            let mut loaded = self.lock();
+            loaded.push(model.clone());
+            let mut evicted = Vec::new();
+            while loaded.len() > self.max_loaded {
+                // Least recently used first, never the one just loaded.
+                let Some(i) = loaded
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| !Arc::ptr_eq(m, &model))
+                    .min_by_key(|(_, m)| m.used_lock().0)
+                    .map(|(i, _)| i)
+                else {
+                    break;
+                };
+                evicted.push(loaded.remove(i));
+            }
+            evicted
+        };
+        if spec.name == self.specs[0].name {
+            self.ready.store(true, Ordering::Release);
+        }
+        unload(evicted, "least recently used beyond --max-loaded");
+        Ok(model)
+    }
+
+    /// Unload models idle past their keep-alive (not the default model).
+    pub fn reap(&self) {
+        let default = self.specs.first().map(|s| s.name.as_str());
+        let expired = {
+            let mut loaded = self.lock();
+            let (gone, keep): (Vec<_>, Vec<_>) = loaded.drain(..).partition(|m| {
+                let (last, keep) = *m.used_lock();
+                let keep = keep.unwrap_or(self.keep_alive);
+                Some(m.name.as_str()) != default && m.in_flight() == 0 && last.elapsed() >= keep
+            });
+            *loaded = keep;
+            gone
+        };
+        unload(expired, "keep-alive expired");
+    }
+
+    /// Unload `name` now (Ollama's `keep_alive: 0`), once its requests are done.
+    pub fn unload_now(&self, name: &str) {
+        let gone: Vec<_> = {
+            let mut loaded = self.lock();
+            let (gone, keep): (Vec<_>, Vec<_>) = loaded
+                .drain(..)
+                .partition(|m| m.name == name && m.in_flight() == 0);
+            *loaded = keep;
+            gone
+        };
+        unload(gone, "keep_alive 0");
+    }
+
+    /// Unload everything (at shutdown).
+    pub fn unload_all(&self) {
+        let gone: Vec<_> = self.lock().drain(..).collect();
+        unload(gone, "shutdown");
+    }
+
+    /// What the metrics report about the engines.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            models: self
+                .loaded()
+                .iter()
+                .map(|m| (m.name.clone(), m.chat.handle().stats()))
+                .collect(),
+            known_models: self.specs.len(),
+        }
+    }
+}
+
+/// Drop models off the async runtime: dropping the last reference joins the engine thread.
+fn unload(models: Vec<Arc<LoadedModel>>, why: &'static str) {
+    for m in models {
+        tracing::info!(model = %m.name, why, "unloading model");
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || drop(m));
+            }
+            Err(_) => drop(m),
+        }
+    }
+}
+
+/// State shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+    /// The models.
+    pub registry: Arc<Registry>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// When the server started.
+    pub started: SystemTime,
+}
+
+impl AppState {
+    /// State for `config` (no model loaded yet: see [`AppState::load_default`]).
+    pub fn new(config: ServerConfig) -> AppState {
+        AppState {
+            registry: Arc::new(Registry::new(&config)),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            started: SystemTime::now(),
+        }
+    }
+
+    /// Load the default model (what `/health` waits for).
+    pub async fn load_default(&self) -> Result<Arc<LoadedModel>, ApiError> {
+        self.registry.get(None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_from_flags() {
+        let s = ModelSpec::parse("/m/SmolLM2.Q4_1.gguf").unwrap();
+        assert_eq!(s.name, "SmolLM2.Q4_1");
+        assert_eq!(s.path, PathBuf::from("/m/SmolLM2.Q4_1.gguf"));
+        let s = ModelSpec::parse("smol=/m/a.gguf").unwrap();
+        assert_eq!(s.name, "smol");
+        assert!(s.matches("smol:latest"));
+        assert!(!s.matches("smol2"));
+        assert!(ModelSpec::parse("/").is_err());
+    }
+}
