@@ -38,7 +38,7 @@ use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
-pub use state::{AppState, ModelSpec, ServerConfig};
+pub use state::{AppState, KeepAlive, ModelSpec, ServerConfig};
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -170,16 +170,9 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");
     // Keep-alive: unload idle models.
-    let reaper = {
-        let reg = state.registry.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                reg.reap();
-            }
-        })
-    };
+    let reaper = state
+        .registry
+        .spawn_reaper(std::time::Duration::from_secs(1));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone());
     let mut stop_rx2 = stop_rx.clone();

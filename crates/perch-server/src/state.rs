@@ -109,6 +109,17 @@ impl Default for ServerConfig {
     }
 }
 
+/// How long a model stays loaded once idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// The server's `--keep-alive` (the default model stays loaded).
+    ServerDefault,
+    /// This long after the last request (set by an Ollama request's `keep_alive`).
+    For(Duration),
+    /// Until the server stops or the model is evicted by `--max-loaded`.
+    Forever,
+}
+
 /// A loaded model and its bookkeeping.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -121,7 +132,7 @@ pub struct LoadedModel {
     /// How long loading took.
     pub load_time: Duration,
     in_flight: AtomicUsize,
-    used: Mutex<(Instant, Option<Duration>)>,
+    used: Mutex<(Instant, KeepAlive)>,
 }
 
 impl LoadedModel {
@@ -147,23 +158,33 @@ impl LoadedModel {
         self.used_lock().0 = Instant::now();
     }
 
-    fn used_lock(&self) -> std::sync::MutexGuard<'_, (Instant, Option<Duration>)> {
+    fn used_lock(&self) -> std::sync::MutexGuard<'_, (Instant, KeepAlive)> {
         self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keep this model loaded for `d` after its last use instead of the server's default
-    /// (`None`: forever).
-    pub fn set_keep_alive(&self, d: Option<Duration>) {
-        self.used_lock().1 = d;
+    /// How long this model stays loaded once idle, from now on.
+    pub fn set_keep_alive(&self, k: KeepAlive) {
+        self.used_lock().1 = k;
     }
 
-    /// When the model will be unloaded if nothing uses it (`None`: never).
-    pub fn expires_at(&self, default: Duration) -> Option<SystemTime> {
-        let (last, keep) = *self.used_lock();
-        let keep = keep.or(Some(default))?;
-        let idle = last.elapsed();
-        let left = keep.saturating_sub(idle);
-        Some(SystemTime::now() + left)
+    /// How long this model stays loaded once idle (`None`: until evicted or shutdown).
+    /// `default` is the server's keep-alive; `is_default` says whether this is the default
+    /// model, which the server's keep-alive does not unload.
+    fn keep_for(&self, default: Duration, is_default: bool) -> Option<Duration> {
+        match self.used_lock().1 {
+            KeepAlive::For(d) => Some(d),
+            KeepAlive::Forever => None,
+            KeepAlive::ServerDefault if is_default => None,
+            KeepAlive::ServerDefault => Some(default),
+        }
+    }
+
+    fn idle_expired(&self, default: Duration, is_default: bool) -> bool {
+        let last = self.used_lock().0;
+        self.in_flight() == 0
+            && self
+                .keep_for(default, is_default)
+                .is_some_and(|k| last.elapsed() >= k)
     }
 }
 
@@ -279,7 +300,7 @@ impl Registry {
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
             in_flight: AtomicUsize::new(0),
-            used: Mutex::new((Instant::now(), None)),
+            used: Mutex::new((Instant::now(), KeepAlive::ServerDefault)),
         });
         let evicted = {
             let mut loaded = self.lock();
@@ -307,33 +328,41 @@ impl Registry {
         Ok(model)
     }
 
-    /// Unload models idle past their keep-alive (not the default model).
+    /// Unload models idle past their keep-alive.
     pub fn reap(&self) {
         let default = self.specs.first().map(|s| s.name.as_str());
         let expired = {
             let mut loaded = self.lock();
-            let (gone, keep): (Vec<_>, Vec<_>) = loaded.drain(..).partition(|m| {
-                let (last, keep) = *m.used_lock();
-                let keep = keep.unwrap_or(self.keep_alive);
-                Some(m.name.as_str()) != default && m.in_flight() == 0 && last.elapsed() >= keep
-            });
+            let (gone, keep): (Vec<_>, Vec<_>) = loaded
+                .drain(..)
+                .partition(|m| m.idle_expired(self.keep_alive, Some(m.name.as_str()) == default));
             *loaded = keep;
             gone
         };
         unload(expired, "keep-alive expired");
     }
 
-    /// Unload `name` now (Ollama's `keep_alive: 0`), once its requests are done.
-    pub fn unload_now(&self, name: &str) {
-        let gone: Vec<_> = {
-            let mut loaded = self.lock();
-            let (gone, keep): (Vec<_>, Vec<_>) = loaded
-                .drain(..)
-                .partition(|m| m.name == name && m.in_flight() == 0);
-            *loaded = keep;
-            gone
-        };
-        unload(gone, "keep_alive 0");
+    /// When `m` will be unloaded if nothing uses it (`None`: not by the keep-alive).
+    pub fn expires_at(&self, m: &LoadedModel) -> Option<SystemTime> {
+        let is_default = self.specs.first().is_some_and(|s| s.name == m.name);
+        let keep = m.keep_for(self.keep_alive, is_default)?;
+        let idle = m.used_lock().0.elapsed();
+        Some(SystemTime::now() + keep.saturating_sub(idle))
+    }
+
+    /// Check keep-alives every `every` until the registry is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let reg = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match reg.upgrade() {
+                    Some(r) => r.reap(),
+                    None => return,
+                }
+            }
+        })
     }
 
     /// Unload everything (at shutdown).

@@ -201,24 +201,15 @@ async fn model_for(state: &AppState, name: &str) -> Result<(Arc<LoadedModel>, Du
     Ok((model, load))
 }
 
-fn apply_keep_alive(
-    state: &AppState,
-    model: &LoadedModel,
-    ka: Option<&KeepAlive>,
-) -> Result<Option<Duration>, ApiError> {
-    let Some(ka) = ka else { return Ok(None) };
-    let d = ka.duration()?;
-    model.set_keep_alive(d);
-    if d == Some(Duration::ZERO) {
-        let reg = state.registry.clone();
-        let name = model.name.clone();
-        // Unload once this request (and any other) is done: the reaper sees a zero keep-alive.
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            reg.unload_now(&name);
-        });
-    }
-    Ok(d)
+fn apply_keep_alive(model: &LoadedModel, ka: Option<&KeepAlive>) -> Result<bool, ApiError> {
+    let Some(ka) = ka else { return Ok(false) };
+    let policy = match ka.duration()? {
+        Some(d) => crate::state::KeepAlive::For(d),
+        None => crate::state::KeepAlive::Forever,
+    };
+    model.set_keep_alive(policy);
+    // The reaper unloads it once idle; zero means as soon as this request is done.
+    Ok(policy == crate::state::KeepAlive::For(Duration::ZERO))
 }
 
 /// The answer when there is nothing to generate: Ollama loads (or unloads) the model.
@@ -379,10 +370,10 @@ pub async fn generate(
     }
     let mut p = plan(req.options.as_ref())?;
     let (model, load) = model_for(&state, &req.model).await?;
-    let ka = apply_keep_alive(&state, &model, req.keep_alive.as_ref())?;
+    let unload = apply_keep_alive(&model, req.keep_alive.as_ref())?;
     let prompt_text = req.prompt.unwrap_or_default();
     if prompt_text.is_empty() && req.context.as_ref().is_none_or(Vec::is_empty) {
-        return Ok(load_only(&model, false, ka == Some(Duration::ZERO)));
+        return Ok(load_only(&model, false, unload));
     }
     let input = if req.raw == Some(true) {
         PromptInput::Text(prompt_text)
@@ -451,9 +442,9 @@ pub async fn chat(
         messages.push(msg);
     }
     let (model, load) = model_for(&state, &req.model).await?;
-    let ka = apply_keep_alive(&state, &model, req.keep_alive.as_ref())?;
+    let unload = apply_keep_alive(&model, req.keep_alive.as_ref())?;
     if messages.is_empty() {
-        return Ok(load_only(&model, true, ka == Some(Duration::ZERO)));
+        return Ok(load_only(&model, true, unload));
     }
     let ids = tokenize(&model, PromptInput::Chat(messages)).await?;
     fit(&model, ids.len(), &mut p)?;

@@ -130,13 +130,8 @@ pub async fn ps(State(state): State<AppState>) -> Json<Value> {
         .iter()
         .map(|m| {
             let size = facts(m.chat.path()).map_or(0, |f| f.size);
-            // The default model never expires; report a far-off time as Ollama does for -1.
-            let expires = if state.registry.specs().first().map(|s| &s.name) == Some(&m.name) {
-                None
-            } else {
-                m.expires_at(state.config.keep_alive)
-            };
-            let expires = expires.unwrap_or(
+            // Not unloaded by a keep-alive: a far-off time, as Ollama reports for -1.
+            let expires = state.registry.expires_at(m).unwrap_or(
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
             );
             json!({
