@@ -2,7 +2,7 @@
 //! template, the sampling flags, and the loop that turns a prompt into streamed text.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -76,11 +76,12 @@ impl SamplingArgs {
 /// the server uses).
 pub type Loaded = ChatModel;
 
-/// Load `path` with the flags in `args`.
-pub fn load(path: &Path, args: &ModelArgs) -> Result<Loaded> {
+/// Load `model` (a file, or a name in the store) with the flags in `args`.
+pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
+    let (path, entry) = crate::store::resolve(model)?;
     let chat_template = match &args.chat_template {
         Some(p) => Some(ChatTemplate::read_file(p)?),
-        None => None,
+        None => entry.and_then(|e| e.manifest.template),
     };
     let opts = LoadOptions {
         n_ctx: args.ctx_size,
@@ -93,7 +94,7 @@ pub fn load(path: &Path, args: &ModelArgs) -> Result<Loaded> {
     if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");
     }
-    Ok(ChatModel::load(path, &opts)?)
+    Ok(ChatModel::load(&path, &opts)?)
 }
 
 /// Counts and times of one generation.

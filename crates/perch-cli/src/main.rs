@@ -6,6 +6,7 @@ mod generate;
 mod inspect;
 mod run;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,18 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
+    /// List the models in the store ($PERCH_HOME).
+    List,
+    /// Show a model in the store.
+    Show(store::ShowArgs),
+    /// Add a GGUF file to the store under a name.
+    Import(store::ImportArgs),
+    /// Create a model in the store from a Modelfile.
+    Create(store::CreateArgs),
+    /// Copy a model in the store to a new name.
+    Cp(store::CopyArgs),
+    /// Remove models from the store.
+    Rm(store::RemoveArgs),
 }
 
 /// The log level when `PERCH_LOG` is unset: the server logs requests, other commands only
@@ -55,6 +68,12 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::List => store::list(),
+        Command::Show(args) => store::show(args),
+        Command::Import(args) => store::import(args),
+        Command::Create(args) => store::create(args),
+        Command::Cp(args) => store::copy(args),
+        Command::Rm(args) => store::remove(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

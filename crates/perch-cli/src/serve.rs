@@ -14,8 +14,9 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Arguments of `perch serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A GGUF model to serve, as `PATH` (named after the file) or `NAME=PATH`; repeatable.
-    /// The first is the default model, loaded at start-up; the others load on first use.
+    /// A model to serve: a name in the store, a GGUF `PATH` (named after the file) or
+    /// `NAME=PATH`; repeatable. The first is the default model, loaded at start-up; the others,
+    /// and every model in the store, load on first use.
     #[arg(long = "model", short = 'm', required = true)]
     pub models: Vec<String>,
     /// Address to listen on.
@@ -61,10 +62,19 @@ pub struct ServeArgs {
 
 /// Run the command.
 pub fn run(args: ServeArgs) -> Result<()> {
+    let store = crate::store::open()?;
     let models = args
         .models
         .iter()
-        .map(|m| ModelSpec::parse(m).map_err(anyhow::Error::msg))
+        .map(|m| {
+            if !m.contains('=') && !std::path::Path::new(m).is_file() {
+                let e = store
+                    .get(m)
+                    .with_context(|| format!("`{m}` is neither a file nor a model in the store"))?;
+                return Ok(ModelSpec::from_entry(&e));
+            }
+            ModelSpec::parse(m).map_err(anyhow::Error::msg)
+        })
         .collect::<Result<Vec<_>>>()?;
     for m in &models {
         if !m.path.is_file() {
@@ -98,6 +108,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         body_limit: args.body_limit,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        store: Some(store),
         ..ServerConfig::default()
     };
     let addr = SocketAddr::new(args.host, args.port);

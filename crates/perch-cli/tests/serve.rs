@@ -14,6 +14,7 @@ const KEY: &str = "test-key";
 struct Server {
     child: Child,
     port: u16,
+    _home: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -57,6 +58,8 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Res
 fn start() -> Server {
     let model = perch_fixtures::smollm2_q4_1();
     let port = free_port();
+    // An empty model store of its own.
+    let home = tempfile::tempdir().expect("a temporary folder");
     let child = Command::new(env!("CARGO_BIN_EXE_perch"))
         .args(["serve", "--model"])
         .arg(format!("smol={}", model.display()))
@@ -70,11 +73,16 @@ fn start() -> Server {
         ])
         .args(["--api-key", KEY, "--shutdown-timeout", "20"])
         .env("PERCH_LOG", "warn")
+        .env("PERCH_HOME", home.path())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("perch serve starts");
-    let server = Server { child, port };
+    let server = Server {
+        child,
+        port,
+        _home: home,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok((200, _)) = http(port, "GET", "/health", None) {

@@ -8,9 +8,10 @@
 //! An unloaded model that still has requests running stays alive until they finish, because
 //! each request holds an `Arc` to it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use perch_engine::loader::{ChatModel, LoadOptions};
@@ -18,13 +19,64 @@ use perch_engine::loader::{ChatModel, LoadOptions};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Snapshot};
 
+/// What a model runs with unless a request says otherwise (from the store's manifest).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelDefaults {
+    /// Parameters under Ollama's option names (`temperature`, `top_k`, `stop`, `num_ctx`...).
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// A system prompt used when a conversation has none.
+    pub system: Option<String>,
+    /// A Jinja chat template replacing the model's own.
+    pub template: Option<String>,
+}
+
+impl ModelDefaults {
+    /// A float parameter.
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.parameters.get(key).and_then(serde_json::Value::as_f64)
+    }
+
+    /// An integer parameter.
+    pub fn i64(&self, key: &str) -> Option<i64> {
+        self.parameters.get(key).and_then(serde_json::Value::as_i64)
+    }
+
+    /// The stop strings.
+    pub fn stop(&self) -> Option<Vec<String>> {
+        let v = self.parameters.get("stop")?;
+        match v {
+            serde_json::Value::String(s) => Some(vec![s.clone()]),
+            serde_json::Value::Array(a) => Some(
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Put the default system prompt first when `messages` has no system message.
+    pub fn add_system(&self, messages: &mut Vec<serde_json::Value>) {
+        let Some(sys) = &self.system else { return };
+        let has = messages
+            .first()
+            .and_then(|m| m["role"].as_str())
+            .is_some_and(|r| r == "system" || r == "developer");
+        if !has {
+            messages.insert(0, serde_json::json!({"role": "system", "content": sys}));
+        }
+    }
+}
+
 /// A model the server can serve.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     /// The name clients use.
     pub name: String,
     /// The GGUF file.
     pub path: PathBuf,
+    /// Defaults from the store.
+    pub defaults: ModelDefaults,
 }
 
 impl ModelSpec {
@@ -51,7 +103,24 @@ impl ModelSpec {
                 "model name `{name}` must be non-empty without spaces"
             ));
         }
-        Ok(ModelSpec { name, path })
+        Ok(ModelSpec {
+            name,
+            path,
+            defaults: ModelDefaults::default(),
+        })
+    }
+
+    /// A spec for a model in the store.
+    pub fn from_entry(e: &perch_store::Entry) -> ModelSpec {
+        ModelSpec {
+            name: e.name.to_string(),
+            path: e.path.clone(),
+            defaults: ModelDefaults {
+                parameters: e.manifest.parameters.clone(),
+                system: e.manifest.system.clone(),
+                template: e.manifest.template.clone(),
+            },
+        }
     }
 
     fn matches(&self, requested: &str) -> bool {
@@ -90,6 +159,9 @@ pub struct ServerConfig {
     pub max_n: usize,
     /// How long running requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// The model store: its models are served too, and the Ollama routes that create, copy
+    /// and delete models work on it.
+    pub store: Option<perch_store::Store>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +177,7 @@ impl Default for ServerConfig {
             body_limit: 2 << 20,
             max_n: 8,
             shutdown_timeout: Duration::from_secs(10),
+            store: None,
         }
     }
 }
@@ -131,6 +204,8 @@ pub struct LoadedModel {
     pub loaded_at: SystemTime,
     /// How long loading took.
     pub load_time: Duration,
+    /// Defaults from the store.
+    pub defaults: ModelDefaults,
     in_flight: AtomicUsize,
     used: Mutex<(Instant, KeepAlive)>,
 }
@@ -211,7 +286,10 @@ impl Drop for Slot {
 /// The models the server knows and the ones it has loaded.
 #[derive(Debug)]
 pub struct Registry {
-    specs: Vec<ModelSpec>,
+    specs: RwLock<Vec<ModelSpec>>,
+    default_name: Option<String>,
+    explicit: Vec<String>,
+    store: Option<perch_store::Store>,
     opts: LoadOptions,
     max_loaded: usize,
     keep_alive: Duration,
@@ -223,7 +301,10 @@ pub struct Registry {
 impl Registry {
     fn new(cfg: &ServerConfig) -> Registry {
         Registry {
-            specs: cfg.models.clone(),
+            specs: RwLock::new(cfg.models.clone()),
+            default_name: cfg.models.first().map(|m| m.name.clone()),
+            explicit: cfg.models.iter().map(|m| m.name.clone()).collect(),
+            store: cfg.store.clone(),
             opts: cfg.load.clone(),
             max_loaded: cfg.max_loaded.max(1),
             keep_alive: cfg.keep_alive,
@@ -237,23 +318,82 @@ impl Registry {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every model the server can serve; the first is the default.
-    pub fn specs(&self) -> &[ModelSpec] {
-        &self.specs
+    fn specs_lock(&self) -> std::sync::RwLockReadGuard<'_, Vec<ModelSpec>> {
+        self.specs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every model the server can serve (the `--model` ones, the default first, then the
+    /// store's).
+    pub fn specs(&self) -> Vec<ModelSpec> {
+        self.refresh_from_store();
+        self.specs_lock().clone()
+    }
+
+    /// The model store, if the server has one.
+    pub fn store(&self) -> Option<&perch_store::Store> {
+        self.store.as_ref()
+    }
+
+    fn is_default(&self, name: &str) -> bool {
+        self.default_name.as_deref() == Some(name)
+    }
+
+    /// Add the store's models that are not known yet; forget store models that are gone.
+    pub fn refresh_from_store(&self) {
+        let Some(store) = &self.store else { return };
+        let entries = match store.list() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the model store");
+                return;
+            }
+        };
+        let mut specs = self.specs.write().unwrap_or_else(|e| e.into_inner());
+        let from_store: Vec<ModelSpec> = entries.iter().map(ModelSpec::from_entry).collect();
+        // Store models are named name:tag; keep --model ones as they are.
+        specs.retain(|s| !s.name.contains(':') || from_store.iter().any(|f| f.name == s.name));
+        for f in from_store {
+            match specs.iter_mut().find(|s| s.name == f.name) {
+                Some(s) if self.explicit.contains(&s.name) => {}
+                Some(s) => *s = f,
+                None => specs.push(f),
+            }
+        }
+    }
+
+    /// Forget `name` (removed from the store) and unload it once idle.
+    pub fn forget(&self, name: &str) {
+        self.specs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.name != name);
+        let gone: Vec<_> = {
+            let mut loaded = self.lock();
+            let (gone, keep): (Vec<_>, Vec<_>) = loaded.drain(..).partition(|m| m.name == name);
+            *loaded = keep;
+            gone
+        };
+        unload(gone, "deleted");
     }
 
     /// The spec a request's `model` names (`None` or empty: the default).
-    pub fn spec(&self, requested: Option<&str>) -> Result<&ModelSpec, ApiError> {
+    pub fn spec(&self, requested: Option<&str>) -> Result<ModelSpec, ApiError> {
+        let find =
+            |specs: &[ModelSpec], name: &str| specs.iter().find(|s| s.matches(name)).cloned();
         match requested.map(str::trim).filter(|s| !s.is_empty()) {
             None => self
-                .specs
+                .specs_lock()
                 .first()
+                .cloned()
                 .ok_or_else(|| ApiError::unavailable("this server has no models")),
-            Some(name) => self
-                .specs
-                .iter()
-                .find(|s| s.matches(name))
-                .ok_or_else(|| ApiError::model_not_found(name)),
+            Some(name) => {
+                if let Some(s) = find(&self.specs_lock(), name) {
+                    return Ok(s);
+                }
+                // Imported since the server started?
+                self.refresh_from_store();
+                find(&self.specs_lock(), name).ok_or_else(|| ApiError::model_not_found(name))
+            }
         }
     }
 
@@ -274,7 +414,7 @@ impl Registry {
 
     /// The model a request names, loading it if needed.
     pub async fn get(&self, requested: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
-        let spec = self.spec(requested)?.clone();
+        let spec = self.spec(requested)?;
         if let Some(m) = self.loaded_model(&spec.name) {
             m.touch();
             return Ok(m);
@@ -284,7 +424,13 @@ impl Registry {
             m.touch();
             return Ok(m);
         }
-        let opts = self.opts.clone();
+        let mut opts = self.opts.clone();
+        if let Some(t) = &spec.defaults.template {
+            opts.chat_template = Some(t.clone());
+        }
+        if let Some(n) = spec.defaults.i64("num_ctx").filter(|&n| n > 0) {
+            opts.n_ctx = Some(n as usize);
+        }
         let path = spec.path.clone();
         let started = Instant::now();
         let chat = tokio::task::spawn_blocking(move || ChatModel::load(&path, &opts))
@@ -299,6 +445,7 @@ impl Registry {
             chat,
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
+            defaults: spec.defaults.clone(),
             in_flight: AtomicUsize::new(0),
             used: Mutex::new((Instant::now(), KeepAlive::ServerDefault)),
         });
@@ -321,7 +468,7 @@ impl Registry {
             }
             evicted
         };
-        if spec.name == self.specs[0].name {
+        if self.is_default(&spec.name) {
             self.ready.store(true, Ordering::Release);
         }
         unload(evicted, "least recently used beyond --max-loaded");
@@ -330,7 +477,7 @@ impl Registry {
 
     /// Unload models idle past their keep-alive.
     pub fn reap(&self) {
-        let default = self.specs.first().map(|s| s.name.as_str());
+        let default = self.default_name.as_deref();
         let expired = {
             let mut loaded = self.lock();
             let (gone, keep): (Vec<_>, Vec<_>) = loaded
@@ -344,7 +491,7 @@ impl Registry {
 
     /// When `m` will be unloaded if nothing uses it (`None`: not by the keep-alive).
     pub fn expires_at(&self, m: &LoadedModel) -> Option<SystemTime> {
-        let is_default = self.specs.first().is_some_and(|s| s.name == m.name);
+        let is_default = self.is_default(&m.name);
         let keep = m.keep_for(self.keep_alive, is_default)?;
         let idle = m.used_lock().0.elapsed();
         Some(SystemTime::now() + keep.saturating_sub(idle))
@@ -379,7 +526,7 @@ impl Registry {
                 .iter()
                 .map(|m| (m.name.clone(), m.chat.handle().stats()))
                 .collect(),
-            known_models: self.specs.len(),
+            known_models: self.specs_lock().len(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn two_models(max_loaded: usize, keep_alive: Duration) -> perch_server::ServerCo
     cfg.models.push(ModelSpec {
         name: "other".into(),
         path,
+        defaults: Default::default(),
     });
     cfg.max_loaded = max_loaded;
     cfg.keep_alive = keep_alive;

@@ -16,7 +16,7 @@ use crate::generation::{
     Launch, PromptInput, Running, finish_name, launch, submit_error, tokenize,
 };
 use crate::openai::types::{Knobs, Stop, check_bias};
-use crate::state::{AppState, LoadedModel};
+use crate::state::{AppState, LoadedModel, ModelDefaults};
 use crate::stream::{chunks, ndjson};
 
 /// `POST /api/generate` body.
@@ -87,8 +87,8 @@ struct Plan {
     num_ctx: Option<usize>,
 }
 
-fn plan(opts: Option<&Options>) -> Result<Plan, ApiError> {
-    let o = opts.cloned().unwrap_or_default();
+fn plan(opts: Option<&Options>, defaults: &ModelDefaults) -> Result<Plan, ApiError> {
+    let o = opts.cloned().unwrap_or_default().with_defaults(defaults);
     let stop = o.stop.map(Stop::Many);
     let v = Knobs {
         max_tokens: None,
@@ -368,8 +368,9 @@ pub async fn generate(
         )
         .into());
     }
-    let mut p = plan(req.options.as_ref())?;
-    let (model, load) = model_for(&state, &req.model).await?;
+    let spec = state.registry.spec(Some(&req.model))?;
+    let mut p = plan(req.options.as_ref(), &spec.defaults)?;
+    let (model, load) = model_for(&state, &spec.name).await?;
     let unload = apply_keep_alive(&model, req.keep_alive.as_ref())?;
     let prompt_text = req.prompt.unwrap_or_default();
     if prompt_text.is_empty() && req.context.as_ref().is_none_or(Vec::is_empty) {
@@ -379,7 +380,11 @@ pub async fn generate(
         PromptInput::Text(prompt_text)
     } else {
         let mut messages = Vec::new();
-        if let Some(sys) = req.system.filter(|s| !s.is_empty()) {
+        if let Some(sys) = req
+            .system
+            .or_else(|| spec.defaults.system.clone())
+            .filter(|s| !s.is_empty())
+        {
             messages.push(json!({"role": "system", "content": sys}));
         }
         messages.push(json!({"role": "user", "content": prompt_text}));
@@ -417,7 +422,8 @@ pub async fn chat(
         req.think.as_ref(),
         "thinking mode is not built yet",
     )?;
-    let mut p = plan(req.options.as_ref())?;
+    let spec = state.registry.spec(Some(&req.model))?;
+    let mut p = plan(req.options.as_ref(), &spec.defaults)?;
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         if !["system", "user", "assistant", "tool"].contains(&m.role.as_str()) {
@@ -441,11 +447,12 @@ pub async fn chat(
         }
         messages.push(msg);
     }
-    let (model, load) = model_for(&state, &req.model).await?;
+    let (model, load) = model_for(&state, &spec.name).await?;
     let unload = apply_keep_alive(&model, req.keep_alive.as_ref())?;
     if messages.is_empty() {
         return Ok(load_only(&model, true, unload));
     }
+    spec.defaults.add_system(&mut messages);
     let ids = tokenize(&model, PromptInput::Chat(messages)).await?;
     fit(&model, ids.len(), &mut p)?;
     let mut runs = launch(&state, &model, &ids, &p.launch)?;

@@ -103,7 +103,7 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, Ollama> 
     for spec in state.registry.specs() {
         let details = match state.registry.loaded_model(&spec.name) {
             Some(m) => details(m.chat.model().file()),
-            None => match open(spec).await {
+            None => match open(&spec).await {
                 Ok(f) => details(&f),
                 Err(_) => continue,
             },
@@ -187,7 +187,7 @@ pub async fn show(
     if name.trim().is_empty() {
         return Err(ApiError::invalid_param("model", "`model` is required").into());
     }
-    let spec = state.registry.spec(Some(&name))?.clone();
+    let spec = state.registry.spec(Some(&name))?;
     let file = match state.registry.loaded_model(&spec.name) {
         Some(m) => m.chat.model().file().clone(),
         None => open(&spec).await?,
@@ -214,7 +214,14 @@ pub async fn show(
     Ok(Json(json!({
         "license": file.opt_str("general.license").ok().flatten().unwrap_or(""),
         "modelfile": format!("# Served by perch\nFROM {}\n", spec.path.display()),
-        "parameters": "",
+        "parameters": spec
+            .defaults
+            .parameters
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "system": spec.defaults.system,
         "template": template,
         "details": details(&file),
         "model_info": info,

@@ -1,11 +1,13 @@
 //! The Ollama-compatible API: `/api/generate`, `/api/chat`, `/api/tags`, `/api/show`,
-//! `/api/ps`, `/api/version`, and `HEAD /` / `GET /` as Ollama clients probe them.
+//! `/api/ps`, `/api/version`, `/api/create`, `/api/copy`, `/api/delete` (on perch's model
+//! store), and `HEAD /` / `GET /` as Ollama clients probe them.
 //!
 //! Errors use Ollama's shape, `{"error": "message"}`, with the same statuses as the OpenAI
 //! routes. Streams are NDJSON (one JSON object per line), the default as in Ollama.
 
 mod chat;
 mod info;
+mod store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +28,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/ps", get(info::ps))
         .route("/api/show", post(info::show))
         .route("/api/pull", post(info::pull))
+        .route("/api/create", post(store::create))
+        .route("/api/copy", post(store::copy))
+        .route("/api/delete", axum::routing::delete(store::delete))
         .route("/api/generate", post(chat::generate))
         .route("/api/chat", post(chat::chat))
 }
@@ -165,6 +170,27 @@ pub struct Options {
     /// Frequency penalty.
     #[serde(default)]
     pub frequency_penalty: Option<f64>,
+}
+
+impl Options {
+    /// These options, with the fields they leave out taken from a model's defaults.
+    pub fn with_defaults(self, d: &crate::state::ModelDefaults) -> Options {
+        Options {
+            temperature: self.temperature.or(d.f64("temperature")),
+            top_k: self.top_k.or(d.i64("top_k")),
+            top_p: self.top_p.or(d.f64("top_p")),
+            min_p: self.min_p.or(d.f64("min_p")),
+            seed: self.seed.or(d.i64("seed")),
+            num_predict: self.num_predict.or(d.i64("num_predict")),
+            // The model was loaded with its num_ctx already.
+            num_ctx: self.num_ctx,
+            stop: self.stop.or_else(|| d.stop()),
+            repeat_penalty: self.repeat_penalty.or(d.f64("repeat_penalty")),
+            repeat_last_n: self.repeat_last_n.or(d.i64("repeat_last_n")),
+            presence_penalty: self.presence_penalty.or(d.f64("presence_penalty")),
+            frequency_penalty: self.frequency_penalty.or(d.f64("frequency_penalty")),
+        }
+    }
 }
 
 /// Fields of `Value` type that must be absent (features not built yet).

@@ -10,7 +10,7 @@ use perch_engine::engine::Event;
 use perch_engine::sampling::Logprobs;
 use serde_json::{Value, json};
 
-use super::types::{ChatRequest, check_bias, messages_to_template, reject_unsupported};
+use super::types::{ChatRequest, Stop, check_bias, messages_to_template, reject_unsupported};
 use super::{FINGERPRINT, usage, usage_json};
 use crate::error::{ApiError, ApiJson};
 use crate::generation::{
@@ -44,10 +44,16 @@ pub async fn chat_completions(
         req.tool_choice.as_ref(),
         req.functions.as_ref(),
     )?;
-    let v = req.knobs().validate(state.config.max_n)?;
+    let spec = state.registry.spec(req.model.as_deref())?;
+    let default_stop = spec.defaults.stop().map(Stop::Many);
+    let v = req
+        .knobs()
+        .with_defaults(&spec.defaults, default_stop.as_ref())
+        .validate(state.config.max_n)?;
     let logprobs = req.logprobs()?;
-    let messages = messages_to_template(&req.messages)?;
-    let model = state.registry.get(req.model.as_deref()).await?;
+    let mut messages = messages_to_template(&req.messages)?;
+    spec.defaults.add_system(&mut messages);
+    let model = state.registry.get(Some(&spec.name)).await?;
     check_bias(&v.sampling, model.chat.model().config().n_vocab)?;
     if let Some(user) = &req.user {
         tracing::debug!(user = %user, "end user");

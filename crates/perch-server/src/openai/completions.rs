@@ -9,7 +9,7 @@ use futures_util::future::try_join_all;
 use perch_engine::engine::Event;
 use serde_json::{Map, Value, json};
 
-use super::types::{CompletionRequest, PromptField, check_bias, reject_unsupported};
+use super::types::{CompletionRequest, PromptField, Stop, check_bias, reject_unsupported};
 use super::{FINGERPRINT, usage_json};
 use crate::error::{ApiError, ApiJson};
 use crate::generation::{
@@ -53,7 +53,14 @@ pub async fn completions(
             "fill-in-the-middle is not built yet",
         ));
     }
-    let v = req.knobs().validate(state.config.max_n)?;
+    let spec = state.registry.spec(req.model.as_deref())?;
+    let default_stop = spec.defaults.stop().map(Stop::Many);
+    let mut knobs = req
+        .knobs()
+        .with_defaults(&spec.defaults, default_stop.as_ref());
+    // OpenAI's default for completions.
+    knobs.max_tokens = knobs.max_tokens.or(Some((16, "max_tokens")));
+    let v = knobs.validate(state.config.max_n)?;
     if let Some(b) = req.best_of
         && b != 1
         && b != v.n as i64
@@ -89,7 +96,7 @@ pub async fn completions(
             ),
         ));
     }
-    let model = state.registry.get(req.model.as_deref()).await?;
+    let model = state.registry.get(Some(&spec.name)).await?;
     check_bias(&v.sampling, model.chat.model().config().n_vocab)?;
     let mut echoes = Vec::new();
     let mut runs: Vec<Running> = Vec::new();

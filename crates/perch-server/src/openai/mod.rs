@@ -57,7 +57,7 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let spec = state.registry.spec(Some(&id))?;
-    Ok(Json(model_object(spec, created_of(&state))))
+    Ok(Json(model_object(&spec, created_of(&state))))
 }
 
 /// The `usage` object of finished choices (the prompt counted once).

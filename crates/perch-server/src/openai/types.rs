@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::state::ModelDefaults;
 
 /// `stop`: a string or a list of strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,7 +89,27 @@ fn range(name: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, Ap
     }
 }
 
-impl Knobs<'_> {
+impl<'a> Knobs<'a> {
+    /// Fill the fields the request left out from a model's defaults (`stop` is the defaults'
+    /// stop strings, made by the caller so they outlive the knobs).
+    pub fn with_defaults(mut self, d: &ModelDefaults, stop: Option<&'a Stop>) -> Knobs<'a> {
+        self.max_tokens = self.max_tokens.or_else(|| {
+            d.i64("num_predict")
+                .filter(|&n| n > 0)
+                .map(|n| (n, "max_tokens"))
+        });
+        self.temperature = self.temperature.or(d.f64("temperature"));
+        self.top_p = self.top_p.or(d.f64("top_p"));
+        self.min_p = self.min_p.or(d.f64("min_p"));
+        self.top_k = self.top_k.or(d.i64("top_k"));
+        self.seed = self.seed.or(d.i64("seed"));
+        self.repeat_penalty = self.repeat_penalty.or(d.f64("repeat_penalty"));
+        self.presence_penalty = self.presence_penalty.or(d.f64("presence_penalty"));
+        self.frequency_penalty = self.frequency_penalty.or(d.f64("frequency_penalty"));
+        self.stop = self.stop.or(stop);
+        self
+    }
+
     /// Check every field and build the engine's parameters.
     pub fn validate(&self, max_n: usize) -> Result<Validated, ApiError> {
         let mut s = SamplingParams::default();
@@ -564,7 +585,7 @@ impl CompletionRequest {
     /// The shared fields.
     pub fn knobs(&self) -> Knobs<'_> {
         Knobs {
-            max_tokens: Some((self.max_tokens.unwrap_or(16), "max_tokens")),
+            max_tokens: self.max_tokens.map(|v| (v, "max_tokens")),
             temperature: self.temperature,
             top_p: self.top_p,
             n: self.n,

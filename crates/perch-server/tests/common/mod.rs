@@ -26,6 +26,7 @@ pub fn config() -> ServerConfig {
         models: vec![ModelSpec {
             name: MODEL.into(),
             path,
+            defaults: Default::default(),
         }],
         load: LoadOptions {
             n_ctx: Some(512),
