@@ -56,6 +56,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Res
 }
 
 fn start() -> Server {
+    start_with(&["--shutdown-timeout", "20"])
+}
+
+fn start_with(extra: &[&str]) -> Server {
     let model = perch_fixtures::smollm2_q4_1();
     let port = free_port();
     // An empty model store of its own.
@@ -71,7 +75,8 @@ fn start() -> Server {
             "--threads",
             "2",
         ])
-        .args(["--api-key", KEY, "--shutdown-timeout", "20"])
+        .args(["--api-key", KEY])
+        .args(extra)
         .env("PERCH_LOG", "warn")
         .env("PERCH_HOME", home.path())
         .stdout(Stdio::null())
@@ -180,4 +185,35 @@ fn sigterm_lets_a_running_stream_finish_then_exits() {
     assert!(code.success(), "exit status {code:?}");
     // New connections are refused once it has stopped.
     assert!(http(port, "GET", "/health", None).is_err());
+}
+
+#[test]
+fn after_the_shutdown_timeout_running_requests_are_cancelled() {
+    let mut server = start_with(&["--shutdown-timeout", "1"]);
+    let port = server.port;
+    let streamer = std::thread::spawn(move || {
+        let body = r#"{"model":"smol","messages":[{"role":"user","content":"Write a very long story."}],"max_tokens":900,"temperature":0,"stream":true}"#;
+        http(port, "POST", "/v1/chat/completions", Some(body)).map(|(_, b)| b)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = loop {
+        if let Some(code) = server.child.try_wait().expect("wait") {
+            break code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "perch serve did not give up on the running request"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "exit status {code:?}");
+    // 900 tokens take far longer than the 1 s allowed: the stream was cut short.
+    let body = streamer.join().expect("streamer").unwrap_or_default();
+    assert!(!body.contains("[DONE]"), "the long stream finished?");
 }

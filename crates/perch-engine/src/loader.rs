@@ -105,23 +105,20 @@ impl ChatModel {
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .unwrap_or_default()
         };
-        let model_template =
-            model
-                .file()
-                .opt_str("tokenizer.chat_template")
-                .map_err(|e| LoadError::Model {
-                    path: path.to_path_buf(),
-                    source: e.into(),
-                })?;
+        let model_template = model
+            .file()
+            .opt_str("tokenizer.chat_template")
+            .map_err(|e| LoadError::Model {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?;
         let template = ChatTemplate::for_model(
             opts.chat_template.as_deref(),
             model_template,
             &text_of(tokenizer.bos()),
             &text_of(tokenizer.eos()),
         )?;
-        let n_ctx = opts
-            .n_ctx
-            .unwrap_or(model.config().n_ctx_train.min(4096));
+        let n_ctx = opts.n_ctx.unwrap_or(model.config().n_ctx_train.min(4096));
         if n_ctx == 0 {
             return Err(LoadError::BadOption(
                 "the context size must be positive".into(),

@@ -113,15 +113,6 @@ impl ApiError {
         )
     }
 
-    /// 413: the body is larger than the limit.
-    pub fn too_large(limit: usize) -> ApiError {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
-    }
-
     /// 503 with `Retry-After`: the model's queue is full.
     pub fn overloaded(model: &str, limit: usize) -> ApiError {
         let mut e = Self::new(
@@ -231,8 +222,11 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         .await
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let mut err = ApiError::invalid(e.body_text());
+                let mut err = ApiError::invalid(
+                    "the request body is larger than this server accepts (see --body-limit)",
+                );
                 err.status = StatusCode::PAYLOAD_TOO_LARGE;
+                err.code = Some("body_too_large");
                 err
             } else {
                 ApiError::invalid(format!("cannot read the request body: {}", e.body_text()))

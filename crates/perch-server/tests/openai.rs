@@ -224,3 +224,68 @@ async fn a_model_named_in_the_request_must_exist_and_absent_means_default() {
     let (status, _) = send_json(&app, post("/v1/chat/completions", &body)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn streaming_several_choices_with_logprobs() {
+    let (app, state) = app().await;
+    let mut body = chat_body("Say a word.", 6, true);
+    body["n"] = json!(2);
+    body["temperature"] = json!(1.0);
+    body["seed"] = json!(11);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(1);
+    let (status, _, bytes) = send(&app, post("/v1/chat/completions", &body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = sse_data(&bytes);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    for index in 0..2 {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0])
+            .filter(|c| c["index"] == index)
+            .collect();
+        assert_eq!(mine[0]["delta"]["role"], "assistant", "choice {index}");
+        let finishes: Vec<&Value> = mine
+            .iter()
+            .map(|c| &c["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finishes.len(), 1, "one finish per choice");
+        assert!(!mine.last().unwrap()["finish_reason"].is_null());
+        let with_text: Vec<&&Value> = mine
+            .iter()
+            .filter(|c| {
+                c["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            })
+            .collect();
+        assert!(!with_text.is_empty(), "choice {index} produced text");
+        for c in with_text {
+            let lp = &c["logprobs"]["content"][0];
+            assert!(lp["logprob"].as_f64().unwrap() <= 0.0, "{c}");
+            assert_eq!(lp["top_logprobs"].as_array().map(Vec::len), Some(1));
+        }
+    }
+    // Same seed, same answers: the stream is reproducible.
+    let (_, _, again) = send(&app, post("/v1/chat/completions", &body)).await;
+    let text = |b: &[u8], i: u64| -> String {
+        sse_data(b)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|c| c["choices"][0]["index"] == i)
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    assert_eq!(text(&bytes, 0), text(&again, 0));
+    assert_eq!(text(&bytes, 1), text(&again, 1));
+    wait_idle(&state).await;
+}
