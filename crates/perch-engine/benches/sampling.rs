@@ -1,6 +1,9 @@
 //! Sampler chain cost per token on a 151,936-token vocabulary (Qwen2.5's), for the
 //! common settings.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use perch_engine::sampling::{Sampler, SamplingParams, logprobs};
 use std::hint::black_box;
