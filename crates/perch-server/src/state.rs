@@ -438,7 +438,10 @@ impl Registry {
             .map_err(ApiError::internal)?
             .map_err(|e| {
                 tracing::error!(model = %spec.name, error = %e, "cannot load model");
-                ApiError::unavailable(format!("model `{}` could not be loaded: {e}", spec.name))
+                ApiError::unavailable(format!(
+                    "model `{}` could not be loaded (the server log says why)",
+                    spec.name
+                ))
             })?;
         let model = Arc::new(LoadedModel {
             name: spec.name.clone(),
