@@ -461,3 +461,66 @@ pub async fn chat(
         .ok_or_else(|| submit_error(perch_engine::EngineError::BadConfig("no run".into())))?;
     Ok(respond(run, req.stream != Some(false), true, load, started, ids).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::parse_json;
+
+    fn num() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<i64>().prop_map(|i| json!(i)),
+            (-1e3f64..1e3).prop_map(|f| json!(f)),
+            Just(json!(null)),
+            Just(json!("x")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any options are turned into a plan or refused with a 4xx naming a cause.
+        #[test]
+        fn options_plan_or_refuse(
+            t in num(), k in num(), p in num(), m in num(), seed in num(),
+            np in num(), ctx in num(), rp in num(), rln in num(),
+        ) {
+            let body = json!({
+                "temperature": t, "top_k": k, "top_p": p, "min_p": m, "seed": seed,
+                "num_predict": np, "num_ctx": ctx, "repeat_penalty": rp, "repeat_last_n": rln,
+                "stop": ["a"], "num_gpu": 3,
+            });
+            let r = parse_json::<Options>(body.to_string().as_bytes())
+                .and_then(|o| plan(Some(&o), &ModelDefaults::default()).map(|_| ()));
+            if let Err(e) = r {
+                prop_assert!(e.status.is_client_error());
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_options_leave_out() {
+        let d = ModelDefaults {
+            parameters: [
+                ("temperature".to_string(), json!(0.0)),
+                ("num_predict".to_string(), json!(7)),
+                ("stop".to_string(), json!(["END"])),
+            ]
+            .into_iter()
+            .collect(),
+            ..ModelDefaults::default()
+        };
+        let p = plan(None, &d).unwrap();
+        assert_eq!(p.launch.sampling.temperature, 0.0);
+        assert_eq!(p.launch.max_tokens, Some(7));
+        assert_eq!(p.launch.stop, vec!["END".to_string()]);
+        let o = Options {
+            num_predict: Some(3),
+            ..Options::default()
+        };
+        assert_eq!(plan(Some(&o), &d).unwrap().launch.max_tokens, Some(3));
+    }
+}
