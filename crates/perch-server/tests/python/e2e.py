@@ -7,9 +7,13 @@ Run by crates/perch-cli/tests/serve_e2e.rs against a real server on loopback. Pr
 line per check and a closing "N passed, N failed" line; exits non-zero when any check fails.
 """
 
+import concurrent.futures
 import http.client
 import json
+import re
+import socket
 import sys
+import time
 import traceback
 import urllib.parse
 
@@ -176,6 +180,65 @@ def raw_errors_and_health():
     assert status == 200 and json.loads(body)["status"] == "ok"
     status, _, body = raw("GET", "/metrics")
     assert status == 200 and b"perch_kv_blocks" in body
+
+
+def kv_used():
+    """KV blocks in use, summed over the loaded models, from /metrics."""
+    _, _, body = raw("GET", "/metrics")
+    return sum(
+        float(v)
+        for v in re.findall(r'^perch_kv_blocks\{model="[^"]*",state="used"\} (\S+)$', body.decode(), re.M)
+    )
+
+
+def wait_kv_free(timeout=20):
+    deadline = time.time() + timeout
+    while kv_used() != 0:
+        assert time.time() < deadline, f"KV blocks still in use: {kv_used()}"
+        time.sleep(0.05)
+
+
+@check
+def thirty_two_concurrent_streams():
+    def one(i):
+        stream = oa.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": f"Tell me a fact about the number {i}."}],
+            max_tokens=8,
+            stream=True,
+        )
+        chunks = list(stream)
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        return "".join(c.choices[0].delta.content or "" for c in chunks)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        texts = list(pool.map(one, range(32)))
+    assert len(texts) == 32 and all(texts), texts
+    wait_kv_free()
+
+
+@check
+def client_dropped_mid_stream_frees_kv_blocks():
+    u = urllib.parse.urlparse(BASE)
+    body = json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "max_tokens": 500, "stream": True,
+    }).encode()
+    s = socket.create_connection((u.hostname, u.port), timeout=60)
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+        + b"\r\n\r\n" + body
+    )
+    got = b""
+    while got.count(b"data: ") < 5:
+        chunk = s.recv(4096)
+        assert chunk, "the server closed the stream early"
+        got += chunk
+    assert kv_used() > 0, "the generation holds KV blocks while streaming"
+    s.close()  # the client goes away mid-stream
+    wait_kv_free()
 
 
 passed = failed = 0
