@@ -280,7 +280,7 @@ impl Metrics {
             &mut out,
             "perch_kv_blocks",
             "gauge",
-            "KV cache blocks by state: used (held by sequences), cached (free but holding a reusable prefix), free, total.",
+            "KV cache blocks by state: used (held by sequences), free, cached (free blocks still holding a reusable prefix, counted in free too), total.",
         );
         for (model, s) in &snap.models {
             let model = escape(model);

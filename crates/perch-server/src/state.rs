@@ -77,6 +77,8 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Defaults from the store.
     pub defaults: ModelDefaults,
+    /// sha256 of the file, when known (store models).
+    pub sha256: Option<String>,
 }
 
 impl ModelSpec {
@@ -107,6 +109,7 @@ impl ModelSpec {
             name,
             path,
             defaults: ModelDefaults::default(),
+            sha256: None,
         })
     }
 
@@ -120,6 +123,7 @@ impl ModelSpec {
                 system: e.manifest.system.clone(),
                 template: e.manifest.template.clone(),
             },
+            sha256: Some(e.manifest.sha256.clone()),
         }
     }
 

@@ -17,6 +17,7 @@ fn two_models(max_loaded: usize, keep_alive: Duration) -> perch_server::ServerCo
         name: "other".into(),
         path,
         defaults: Default::default(),
+        sha256: None,
     });
     cfg.max_loaded = max_loaded;
     cfg.keep_alive = keep_alive;

@@ -38,7 +38,7 @@ async fn store_models_are_served_with_their_defaults() {
     .unwrap();
     store.create("terse", &mf, home.path()).unwrap();
     let mut cfg = config();
-    cfg.store = Some(store);
+    cfg.store = Some(store.clone());
     cfg.max_loaded = 2;
     let (app, _) = app_with(cfg).await;
 
@@ -46,6 +46,16 @@ async fn store_models_are_served_with_their_defaults() {
     let mut n = names(&v);
     n.sort();
     assert_eq!(n, ["base:latest", "smol:latest", "terse:latest"]);
+    let base = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "base:latest")
+        .unwrap();
+    assert_eq!(
+        base["digest"],
+        store.get("base").unwrap().manifest.sha256.as_str()
+    );
     let (_, v) = send_json(&app, get("/v1/models")).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 3);
 

@@ -111,13 +111,17 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, Ollama> 
         let Some(fx) = facts(&spec.path) else {
             continue;
         };
-        models.push(json!({
+        let mut m = json!({
             "name": tagged(&spec.name),
             "model": tagged(&spec.name),
             "modified_at": rfc3339(fx.modified),
             "size": fx.size,
             "details": details,
-        }));
+        });
+        if let Some(sha) = &spec.sha256 {
+            m["digest"] = json!(sha);
+        }
+        models.push(m);
     }
     Ok(Json(json!({"models": models})))
 }

@@ -27,6 +27,7 @@ pub fn config() -> ServerConfig {
             name: MODEL.into(),
             path,
             defaults: Default::default(),
+            sha256: None,
         }],
         load: LoadOptions {
             n_ctx: Some(512),
