@@ -5,7 +5,6 @@
 //! fills up, the oldest turns are dropped (the system message stays) and the user is told.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -15,8 +14,8 @@ use crate::generate::{self, Loaded, ModelArgs, SamplingArgs};
 /// Arguments of `perch chat`.
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
-    /// The GGUF model file.
-    pub model: PathBuf,
+    /// The GGUF model file, or a model name in the store.
+    pub model: String,
     /// A system message for the whole conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -81,7 +80,7 @@ fn fit_context(
     turns: &mut Vec<Value>,
     sampling: &SamplingArgs,
 ) -> Result<Option<Vec<u32>>> {
-    let n_ctx = loaded.n_ctx;
+    let n_ctx = loaded.n_ctx();
     let room = sampling
         .max_tokens
         .unwrap_or(n_ctx / 4)

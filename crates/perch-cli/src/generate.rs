@@ -2,17 +2,14 @@
 //! template, the sampling flags, and the loop that turns a prompt into streamed text.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use perch_engine::Model;
-use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest};
+use anyhow::Result;
+use perch_engine::engine::{Event, FinishReason, GenerationRequest};
+use perch_engine::loader::{ChatModel, LoadOptions};
 use perch_engine::sampling::SamplingParams;
-use perch_engine::session::default_threads;
-use perch_template::{ChatTemplate, RenderInput};
-use perch_tokenizer::Tokenizer;
+use perch_template::ChatTemplate;
 
 /// Flags shared by `run` and `chat`.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,85 +72,29 @@ impl SamplingArgs {
     }
 }
 
-/// A model loaded for the command line: the engine, tokenizer and chat template.
-pub struct Loaded {
-    /// The engine (the same continuous-batching engine the server runs).
-    pub engine: Engine,
-    /// The tokenizer.
-    pub tokenizer: Arc<Tokenizer>,
-    /// The chat template.
-    pub template: ChatTemplate,
-    /// Context size in tokens.
-    pub n_ctx: usize,
-}
+/// A model loaded for the command line: engine, tokenizer and chat template (the same loader
+/// the server uses).
+pub type Loaded = ChatModel;
 
-/// Load `path` with the flags in `args`.
-pub fn load(path: &Path, args: &ModelArgs) -> Result<Loaded> {
-    let started = Instant::now();
-    let model =
-        Model::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
-    let tokenizer =
-        Tokenizer::from_gguf(model.file()).context("cannot build the model's tokenizer")?;
-    let text_of = |id: Option<u32>| {
-        id.and_then(|i| tokenizer.token_text(i))
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .unwrap_or_default()
-    };
-    let override_src = match &args.chat_template {
+/// Load `model` (a file, or a name in the store) with the flags in `args`.
+pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
+    let (path, entry) = crate::store::resolve(model)?;
+    let chat_template = match &args.chat_template {
         Some(p) => Some(ChatTemplate::read_file(p)?),
-        None => None,
+        None => entry.and_then(|e| e.manifest.template),
     };
-    let model_template = model.file().opt_str("tokenizer.chat_template")?;
-    let template = ChatTemplate::for_model(
-        override_src.as_deref(),
-        model_template,
-        &text_of(tokenizer.bos()),
-        &text_of(tokenizer.eos()),
-    )
-    .context("chat template")?;
-    let n_ctx = args
-        .ctx_size
-        .unwrap_or(model.config().n_ctx_train.min(4096));
-    if n_ctx == 0 {
+    let opts = LoadOptions {
+        n_ctx: args.ctx_size,
+        parallel: 1,
+        kv_memory: None,
+        threads: args.threads,
+        max_batch_tokens: args.batch_size,
+        chat_template,
+    };
+    if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");
     }
-    let threads = args.threads.unwrap_or_else(default_threads);
-    let mut cfg = EngineConfig::for_model(&model, n_ctx, 1, None, threads);
-    cfg.max_batch_tokens = args.batch_size.max(1);
-    tracing::info!(
-        arch = %model.config().arch_name,
-        layers = model.config().n_layer,
-        n_ctx,
-        threads,
-        load_ms = started.elapsed().as_millis() as u64,
-        "model loaded"
-    );
-    let tokenizer = Arc::new(tokenizer);
-    let engine = Engine::start(Arc::new(model), tokenizer.clone(), cfg)?;
-    Ok(Loaded {
-        engine,
-        tokenizer,
-        template,
-        n_ctx,
-    })
-}
-
-impl Loaded {
-    /// Render `messages` with the chat template (ending in an assistant header) and tokenize.
-    pub fn chat_prompt(&self, messages: &[serde_json::Value]) -> Result<Vec<u32>> {
-        let text = self.template.render(&RenderInput {
-            messages: messages.to_vec(),
-            add_generation_prompt: true,
-            ..RenderInput::default()
-        })?;
-        // The template writes any BOS itself when the model wants one.
-        Ok(self.tokenizer.encode(&text, false, true)?)
-    }
-
-    /// Tokenize raw text as llama.cpp does for a plain prompt (BOS per the vocabulary).
-    pub fn raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, true, false)?)
-    }
+    Ok(ChatModel::load(&path, &opts)?)
 }
 
 /// Counts and times of one generation.
@@ -213,17 +154,19 @@ pub fn generate(
     stops: &[String],
     out: &mut dyn Write,
 ) -> Result<(String, Stats)> {
-    if prompt.len() >= loaded.n_ctx {
+    if prompt.len() >= loaded.n_ctx() {
         anyhow::bail!(
             "the prompt has {} tokens but the context holds {} (raise --ctx-size)",
             prompt.len(),
-            loaded.n_ctx
+            loaded.n_ctx()
         );
     }
     let prompt_tokens = prompt.len();
     tracing::debug!(?prompt, "prompt tokens");
-    let max_tokens = sampling.max_tokens.unwrap_or(loaded.n_ctx - prompt_tokens);
-    let mut rx = loaded.engine.handle().submit(GenerationRequest {
+    let max_tokens = sampling
+        .max_tokens
+        .unwrap_or(loaded.n_ctx() - prompt_tokens);
+    let mut rx = loaded.handle().submit(GenerationRequest {
         prompt,
         sampling: sampling.params(),
         max_tokens,

@@ -7,6 +7,8 @@ mod generate;
 mod inspect;
 mod quantize;
 mod run;
+mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -33,23 +35,53 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Quantize a GGUF model to one type (F32, F16, BF16, Q4_0 ... Q8_0, K-quants, IQ4, TQ).
     Quantize(quantize::QuantizeArgs),
+    /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
+    Serve(serve::ServeArgs),
+    /// List the models in the store ($PERCH_HOME).
+    List,
+    /// Show a model in the store.
+    Show(store::ShowArgs),
+    /// Add a GGUF file to the store under a name.
+    Import(store::ImportArgs),
+    /// Create a model in the store from a Modelfile.
+    Create(store::CreateArgs),
+    /// Copy a model in the store to a new name.
+    Cp(store::CopyArgs),
+    /// Remove models from the store.
+    Rm(store::RemoveArgs),
+}
+
+/// The log level when `PERCH_LOG` is unset: the server logs requests, other commands only
+/// warnings.
+fn default_log(cli: &Cli) -> &'static str {
+    match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PERCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log(&cli))),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::List => store::list(),
+        Command::Show(args) => store::show(args),
+        Command::Import(args) => store::import(args),
+        Command::Create(args) => store::create(args),
+        Command::Cp(args) => store::copy(args),
+        Command::Rm(args) => store::remove(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

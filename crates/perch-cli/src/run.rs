@@ -1,7 +1,6 @@
 //! `perch run MODEL [PROMPT]`: one completion streamed to stdout.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -11,8 +10,8 @@ use crate::generate::{self, ModelArgs, SamplingArgs};
 /// Arguments of `perch run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The GGUF model file.
-    pub model: PathBuf,
+    /// The GGUF model file, or a model name in the store.
+    pub model: String,
     /// The prompt (read from standard input when absent).
     pub prompt: Option<String>,
     /// Send the prompt as it is, without the chat template.

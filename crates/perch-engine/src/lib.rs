@@ -6,7 +6,9 @@
 //! The layering inside the crate: [`config`] reads hyper-parameters; [`arch`] maps each
 //! architecture's tensors onto shared layer pieces; [`model`] runs a batched forward step over
 //! any number of sequences; [`kv`] holds K and V in fixed-size blocks addressed through each
-//! sequence's block table; [`session`] drives one sequence for the command line.
+//! sequence's block table; [`session`] drives one sequence for the command line; [`engine`]
+//! runs continuous batching on its own thread; [`loader`] loads a chat model (weights,
+//! tokenizer, chat template, engine) for the command line and the server.
 #![deny(missing_docs)]
 
 pub mod arch;
@@ -15,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod kv;
+pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod sampling;

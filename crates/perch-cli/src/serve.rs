@@ -1,0 +1,127 @@
+//! `perch serve`: the OpenAI- and Ollama-compatible HTTP server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use perch_engine::loader::LoadOptions;
+use perch_server::{ModelSpec, ServerConfig};
+
+/// The default port (llama.cpp's server uses the same; Ollama's 11434 is left free so both can
+/// run side by side; pass `--port 11434` to stand in for Ollama).
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Arguments of `perch serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A model to serve: a name in the store, a GGUF `PATH` (named after the file) or
+    /// `NAME=PATH`; repeatable. The first is the default model, loaded at start-up; the others,
+    /// and every model in the store, load on first use.
+    #[arg(long = "model", short = 'm', required = true)]
+    pub models: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long = "api-key", env = "PERCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Sequences that can each hold a full context at once (sizes the KV cache).
+    #[arg(long, short = 'p', default_value_t = 4)]
+    pub parallel: usize,
+    /// Context size per sequence in tokens (default: the model's, at most 4096).
+    #[arg(long = "ctx-size", short = 'c')]
+    pub ctx_size: Option<usize>,
+    /// KV cache size in MiB (instead of parallel × context).
+    #[arg(long = "kv-memory")]
+    pub kv_memory: Option<usize>,
+    /// Compute threads per model (default: the physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Allow browsers from this origin (`*` for any); repeatable. CORS is off without it.
+    #[arg(long = "cors-origin")]
+    pub cors_origin: Vec<String>,
+    /// Most models loaded at once; the least recently used is unloaded beyond it.
+    #[arg(long = "max-loaded", default_value_t = 1)]
+    pub max_loaded: usize,
+    /// Seconds an idle model (other than the default) stays loaded.
+    #[arg(long = "keep-alive", default_value_t = 300)]
+    pub keep_alive: u64,
+    /// Most requests queued or running per model; more get 503 with Retry-After.
+    #[arg(long = "max-queue", default_value_t = 256)]
+    pub max_queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long = "body-limit", default_value_t = 2 << 20)]
+    pub body_limit: usize,
+    /// Seconds running requests get to finish after SIGINT or SIGTERM.
+    #[arg(long = "shutdown-timeout", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+/// Run the command.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let store = crate::store::open()?;
+    let models = args
+        .models
+        .iter()
+        .map(|m| {
+            if !m.contains('=') && !std::path::Path::new(m).is_file() {
+                let e = store
+                    .get(m)
+                    .with_context(|| format!("`{m}` is neither a file nor a model in the store"))?;
+                return Ok(ModelSpec::from_entry(&e));
+            }
+            ModelSpec::parse(m).map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for m in &models {
+        if !m.path.is_file() {
+            anyhow::bail!("model file {} does not exist", m.path.display());
+        }
+    }
+    let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        anyhow::bail!("two models have the same name; name them with --model NAME=PATH");
+    }
+    if args.parallel == 0 || args.max_queue == 0 || args.ctx_size == Some(0) {
+        anyhow::bail!("--parallel, --max-queue and --ctx-size must be positive");
+    }
+    if args.api_key.is_none() && !args.host.is_loopback() {
+        tracing::warn!(host = %args.host, "listening on a non-loopback address without --api-key");
+    }
+    let config = ServerConfig {
+        models,
+        load: LoadOptions {
+            n_ctx: args.ctx_size,
+            parallel: args.parallel,
+            kv_memory: args.kv_memory.map(|mib| mib << 20),
+            threads: args.threads,
+            ..LoadOptions::default()
+        },
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        cors_origins: args.cors_origin,
+        max_loaded: args.max_loaded.max(1),
+        keep_alive: Duration::from_secs(args.keep_alive),
+        max_queue: args.max_queue,
+        body_limit: args.body_limit,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        store: Some(store),
+        ..ServerConfig::default()
+    };
+    let addr = SocketAddr::new(args.host, args.port);
+    // A small runtime: tokio only moves bytes; the engines compute on their own threads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("perch-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        eprintln!("perch: serving on http://{addr} (OpenAI API under /v1, Ollama API under /api)");
+        perch_server::serve(config, addr, perch_server::shutdown_signal()).await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! # perch-store
+//!
+//! The local model store, like Ollama's: a folder (`$PERCH_HOME`, default
+//! `$XDG_DATA_HOME/perch` or `~/.local/share/perch`) holding
+//!
+//! ```text
+//! blobs/sha256-<hex>                 model files, named by their content
+//! manifests/<name>/<tag>.json        one manifest per model name
+//! ```
+//!
+//! A manifest names a blob (or, for `import --no-copy`, a file left where it is), its sha256
+//! and size, and what the model runs with: default parameters (temperature, stop strings,
+//! context size, ...) and a system prompt. Names are `name[:tag]` (tag `latest` by default)
+//! made of ASCII letters, digits, `.`, `_` and `-`, so a name can never reach outside the
+//! store. Every file is written to a temporary name in its folder and renamed, so an
+//! interrupted import or create never leaves a half-written blob or manifest visible.
+//!
+//! Files are checked to be valid GGUF (perch-gguf's validating reader) before they are
+//! imported; the store knows nothing else of what a model holds.
+#![deny(missing_docs)]
+
+mod modelfile;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use modelfile::{Modelfile, parse_modelfile};
+
+/// Environment variable naming the store folder.
+pub const HOME_ENV: &str = "PERCH_HOME";
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A model name is not valid.
+    #[error("invalid model name `{name}`: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// No model has this name.
+    #[error("model `{0}` not found in the store (see `perch list`)")]
+    NotFound(String),
+    /// The model's file is gone.
+    #[error("model `{name}`: its file {path} is missing (re-import it)")]
+    MissingBlob {
+        /// The model.
+        name: String,
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A manifest cannot be read.
+    #[error("manifest {path} is corrupt: {why}")]
+    BadManifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file to import is not a valid GGUF.
+    #[error("{path} is not a usable GGUF file: {why}")]
+    NotGguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A Modelfile cannot be used.
+    #[error("Modelfile line {line}: {why}")]
+    BadModelfile {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A validated `name:tag`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModelName {
+    /// The name.
+    pub name: String,
+    /// The tag (`latest` when not given).
+    pub tag: String,
+}
+
+fn check_part(full: &str, part: &str, what: &'static str) -> Result<(), StoreError> {
+    let bad = |why| StoreError::BadName {
+        name: full.to_string(),
+        why,
+    };
+    if part.is_empty() {
+        return Err(bad(what));
+    }
+    if part.len() > 128 {
+        return Err(bad("longer than 128 characters"));
+    }
+    if part.starts_with('.') || part.starts_with('-') {
+        return Err(bad("must start with a letter, digit or `_`"));
+    }
+    if !part
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(bad("only letters, digits, `.`, `_` and `-` are allowed"));
+    }
+    Ok(())
+}
+
+impl ModelName {
+    /// Parse and validate `name[:tag]`.
+    pub fn parse(s: &str) -> Result<ModelName, StoreError> {
+        let (name, tag) = match s.split_once(':') {
+            Some((n, t)) => (n, t),
+            None => (s, "latest"),
+        };
+        check_part(s, name, "the name is empty")?;
+        check_part(s, tag, "the tag is empty")?;
+        Ok(ModelName {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ModelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.tag)
+    }
+}
+
+/// Where a model's file is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A blob in the store (`blobs/sha256-<hex>`).
+    Blob,
+    /// A file outside the store, left where it was imported from.
+    Path(PathBuf),
+}
+
+/// A model's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Where the file is.
+    pub source: Source,
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// Default parameters (Ollama option names: `temperature`, `top_k`, `stop`, `num_ctx`...).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Default system prompt.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// A chat template (Jinja) replacing the model's own.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// When the manifest was written (seconds since the Unix epoch).
+    pub created: u64,
+}
+
+/// A model in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its name.
+    pub name: ModelName,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The model file.
+    pub path: PathBuf,
+}
+
+/// The store folder.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store at `root` (created when first written to).
+    pub fn at(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    /// The store at `$PERCH_HOME`, else `$XDG_DATA_HOME/perch`, else `~/.local/share/perch`.
+    pub fn default_location() -> Result<Store, StoreError> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let root = if let Some(h) = env(HOME_ENV) {
+            PathBuf::from(h)
+        } else if let Some(x) = env("XDG_DATA_HOME") {
+            PathBuf::from(x).join("perch")
+        } else if let Some(home) = env("HOME") {
+            PathBuf::from(home).join(".local/share/perch")
+        } else {
+            return Err(StoreError::Io {
+                what: "finding the store folder",
+                path: PathBuf::from("$PERCH_HOME"),
+                source: io::Error::new(io::ErrorKind::NotFound, "set PERCH_HOME or HOME"),
+            });
+        };
+        Ok(Store::at(root))
+    }
+
+    /// The store folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn manifest_path(&self, n: &ModelName) -> PathBuf {
+        self.root
+            .join("manifests")
+            .join(&n.name)
+            .join(format!("{}.json", n.tag))
+    }
+
+    fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs").join(format!("sha256-{sha256}"))
+    }
+
+    /// Look `name` up.
+    pub fn get(&self, name: &str) -> Result<Entry, StoreError> {
+        let n = ModelName::parse(name)?;
+        let (_, manifest) = self.read_manifest(&n)?;
+        let file = match &manifest.source {
+            Source::Blob => self.blob_path(&manifest.sha256),
+            Source::Path(p) => p.clone(),
+        };
+        if !file.is_file() {
+            return Err(StoreError::MissingBlob {
+                name: n.to_string(),
+                path: file,
+            });
+        }
+        Ok(Entry {
+            name: n,
+            manifest,
+            path: file,
+        })
+    }
+
+    fn read_manifest(&self, n: &ModelName) -> Result<(PathBuf, Manifest), StoreError> {
+        let path = self.manifest_path(n);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(n.to_string()));
+            }
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| StoreError::BadManifest {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        // The hash names a file in blobs/: it must not be able to name anything else.
+        if manifest.sha256.len() != 64
+            || !manifest
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(StoreError::BadManifest {
+                path,
+                why: "sha256 is not 64 lowercase hex digits".into(),
+            });
+        }
+        Ok((path, manifest))
+    }
+
+    /// Every model, sorted by name. Manifests that cannot be read are skipped with a warning.
+    pub fn list(&self) -> Result<Vec<Entry>, StoreError> {
+        let dir = self.root.join("manifests");
+        let mut out = Vec::new();
+        let names = match fs::read_dir(&dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("listing", &dir)(e)),
+        };
+        for name_dir in names.flatten() {
+            let Ok(tags) = fs::read_dir(name_dir.path()) else {
+                continue;
+            };
+            for tag in tags.flatten() {
+                let p = tag.path();
+                let (Some(name), Some(tag)) = (
+                    name_dir.file_name().to_str().map(str::to_string),
+                    p.file_stem()
+                        .and_then(|s| s.to_str())
+                        .filter(|_| p.extension().is_some_and(|e| e == "json"))
+                        .map(str::to_string),
+                ) else {
+                    continue;
+                };
+                match self.get(&format!("{name}:{tag}")) {
+                    Ok(e) => out.push(e),
+                    Err(e) => tracing::warn!(error = %e, "skipping a model in the store"),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Add `file` as `name`: copied into the blob store (hashing while copying), or, with
+    /// `copy = false`, hashed and referenced where it is. The file must be a valid GGUF.
+    pub fn import(&self, file: &Path, name: &str, copy: bool) -> Result<Entry, StoreError> {
+        let n = ModelName::parse(name)?;
+        perch_gguf::GgufFile::open(file).map_err(|e| StoreError::NotGguf {
+            path: file.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let (sha256, size) = if copy {
+            let blobs = self.root.join("blobs");
+            fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
+            let (tmp, sha, size) = copy_hashing(file, &blobs)?;
+            let dest = self.blob_path(&sha);
+            tmp.persist(&dest).map_err(|e| StoreError::Io {
+                what: "writing",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+            (sha, size)
+        } else {
+            hash_file(file)?
+        };
+        let source = if copy {
+            Source::Blob
+        } else {
+            Source::Path(fs::canonicalize(file).map_err(io_err("resolving", file))?)
+        };
+        let manifest = Manifest {
+            source,
+            sha256,
+            size,
+            parameters: BTreeMap::new(),
+            system: None,
+            template: None,
+            created: now(),
+        };
+        self.write_manifest(&n, &manifest)?;
+        self.get(&n.to_string())
+    }
+
+    /// Write `manifest` as `name` (atomically).
+    pub fn write_manifest(&self, n: &ModelName, manifest: &Manifest) -> Result<(), StoreError> {
+        let path = self.manifest_path(n);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let text = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::BadManifest {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("writing", &dir))?;
+        tmp.write_all(&text).map_err(io_err("writing", &path))?;
+        tmp.as_file().sync_all().map_err(io_err("writing", &path))?;
+        tmp.persist(&path).map_err(|e| StoreError::Io {
+            what: "writing",
+            path: path.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Create `name` from a Modelfile. `FROM` is a GGUF file (relative to `base_dir`), which
+    /// is imported, or a model in the store, whose file, parameters, system prompt and
+    /// template are the starting point; the Modelfile's own settings override them.
+    pub fn create(&self, name: &str, mf: &Modelfile, base_dir: &Path) -> Result<Entry, StoreError> {
+        let n = ModelName::parse(name)?;
+        let from_path = base_dir.join(&mf.from);
+        let mut manifest = if from_path.is_file() {
+            self.import(&from_path, &n.to_string(), true)?.manifest
+        } else if ModelName::parse(&mf.from).is_ok() {
+            self.get(&mf.from)?.manifest
+        } else {
+            return Err(StoreError::NotFound(mf.from.clone()));
+        };
+        for (k, v) in &mf.parameters {
+            manifest.parameters.insert(k.clone(), v.clone());
+        }
+        if mf.system.is_some() {
+            manifest.system = mf.system.clone();
+        }
+        if mf.template.is_some() {
+            manifest.template = mf.template.clone();
+        }
+        manifest.created = now();
+        self.write_manifest(&n, &manifest)?;
+        self.get(&n.to_string())
+    }
+
+    /// Copy the manifest of `from` to `to` (the blob is shared).
+    pub fn copy(&self, from: &str, to: &str) -> Result<Entry, StoreError> {
+        let e = self.get(from)?;
+        let n = ModelName::parse(to)?;
+        self.write_manifest(&n, &e.manifest)?;
+        self.get(&n.to_string())
+    }
+
+    /// Remove `name`; its blob goes too when no other manifest uses it.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        // A model whose blob is gone can still be removed: read only the manifest.
+        let n = ModelName::parse(name)?;
+        let (path, manifest) = self.read_manifest(&n)?;
+        fs::remove_file(&path).map_err(io_err("removing", &path))?;
+        if let Some(dir) = path.parent() {
+            let _ = fs::remove_dir(dir); // only when empty
+        }
+        if manifest.source == Source::Blob {
+            let still_used = self
+                .list()?
+                .iter()
+                .any(|o| o.manifest.source == Source::Blob && o.manifest.sha256 == manifest.sha256);
+            if !still_used {
+                let blob = self.blob_path(&manifest.sha256);
+                fs::remove_file(&blob).or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(io_err("removing", &blob)(e)),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a `--model` argument: an existing file is used as it is; otherwise it is a
+    /// store name.
+    pub fn resolve(&self, arg: &str) -> Result<Option<Entry>, StoreError> {
+        if Path::new(arg).is_file() {
+            return Ok(None);
+        }
+        self.get(arg).map(Some)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn copy_hashing(
+    file: &Path,
+    dir: &Path,
+) -> Result<(tempfile::NamedTempFile, String, u64), StoreError> {
+    let mut src = File::open(file).map_err(io_err("opening", file))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("writing", dir))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(io_err("reading", file))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(io_err("writing", dir))?;
+        size += n as u64;
+    }
+    tmp.as_file().sync_all().map_err(io_err("writing", dir))?;
+    Ok((tmp, hex::encode(h.finalize()), size))
+}
+
+fn hash_file(file: &Path) -> Result<(String, u64), StoreError> {
+    let mut src = File::open(file).map_err(io_err("opening", file))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(io_err("reading", file))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+use std::path::PathBuf;
+
+use perch_gguf::GgufBuilder;
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+fn tiny_gguf(dir: &Path, name: &str, arch: &str) -> PathBuf {
+    let p = dir.join(name);
+    GgufBuilder::new()
+        .kv("general.architecture", arch)
+        .write(&p)
+        .expect("a tiny GGUF writes");
+    p
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn names_are_validated() {
+    assert_eq!(ModelName::parse("smol").unwrap().to_string(), "smol:latest");
+    assert_eq!(ModelName::parse("smol:q4_1").unwrap().tag, "q4_1");
+    for bad in [
+        "", "../etc", "a/b", ".hidden", "x:", ":x", "a:b:c", "a b", "a\\b", "-x", "x:../y",
+    ] {
+        assert!(ModelName::parse(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(ModelName::parse(&"a".repeat(129)).is_err());
+}
+
+#[test]
+fn import_copies_hashes_lists_and_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    let src = tiny_gguf(tmp.path(), "m.gguf", "llama");
+    let bytes = fs::read(&src).unwrap();
+    let e = store.import(&src, "tiny", true).unwrap();
+    assert_eq!(e.name.to_string(), "tiny:latest");
+    assert_eq!(e.manifest.sha256, hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(e.manifest.size, bytes.len() as u64);
+    assert_eq!(fs::read(&e.path).unwrap(), bytes, "the blob is a copy");
+    assert!(e.path.starts_with(store.root().join("blobs")));
+    assert_eq!(
+        files_in(&store.root().join("blobs")),
+        [format!("sha256-{}", e.manifest.sha256)],
+        "no temporary files left"
+    );
+
+    let c = store.copy("tiny", "tiny:v2").unwrap();
+    assert_eq!(c.path, e.path, "copies share the blob");
+    let names: Vec<String> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(names, ["tiny:latest", "tiny:v2"]);
+
+    store.remove("tiny").unwrap();
+    assert!(e.path.is_file(), "still used by tiny:v2");
+    assert!(matches!(store.get("tiny"), Err(StoreError::NotFound(_))));
+    store.remove("tiny:v2").unwrap();
+    assert!(!e.path.exists(), "the last user removed the blob");
+    assert!(store.list().unwrap().is_empty());
+    assert!(matches!(
+        store.remove("tiny:v2"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn import_in_place_and_a_missing_file_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    let src = tiny_gguf(tmp.path(), "m.gguf", "llama");
+    let e = store.import(&src, "inplace", false).unwrap();
+    assert_eq!(e.path, fs::canonicalize(&src).unwrap());
+    assert!(!store.root().join("blobs").exists());
+    fs::remove_file(&src).unwrap();
+    let err = store.get("inplace").unwrap_err();
+    assert!(matches!(err, StoreError::MissingBlob { .. }), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    // It can still be removed.
+    store.remove("inplace").unwrap();
+}
+
+#[test]
+fn only_gguf_files_are_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    let junk = tmp.path().join("junk.gguf");
+    fs::write(&junk, b"not a gguf at all").unwrap();
+    let err = store.import(&junk, "junk", true).unwrap_err();
+    assert!(matches!(err, StoreError::NotGguf { .. }), "{err}");
+    assert!(store.list().unwrap().is_empty());
+    assert!(files_in(&store.root().join("blobs")).is_empty());
+}
+
+#[test]
+fn a_tampered_manifest_cannot_point_outside_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    let src = tiny_gguf(tmp.path(), "m.gguf", "llama");
+    let e = store.import(&src, "x", true).unwrap();
+    let mut m = e.manifest.clone();
+    m.sha256 = "../../../../etc/passwd".into();
+    store
+        .write_manifest(&ModelName::parse("x").unwrap(), &m)
+        .unwrap();
+    assert!(matches!(
+        store.get("x"),
+        Err(StoreError::BadManifest { .. })
+    ));
+}
+
+#[test]
+fn modelfiles_parse() {
+    let mf = parse_modelfile(
+        "# a comment\nFROM ./m.gguf\nPARAMETER temperature 0.2\nPARAMETER stop \"<|im_end|>\"\nPARAMETER stop END\nPARAMETER num_ctx 2048\nSYSTEM \"\"\"You are\nterse.\"\"\"\n",
+    )
+    .unwrap();
+    assert_eq!(mf.from, "./m.gguf");
+    assert_eq!(mf.parameters["temperature"], serde_json::json!(0.2));
+    assert_eq!(
+        mf.parameters["stop"],
+        serde_json::json!(["<|im_end|>", "END"])
+    );
+    assert_eq!(mf.parameters["num_ctx"], serde_json::json!(2048));
+    assert_eq!(mf.system.as_deref(), Some("You are\nterse."));
+
+    let err = |t: &str| parse_modelfile(t).unwrap_err().to_string();
+    assert!(err("PARAMETER temperature 1").contains("FROM"));
+    assert!(err("FROM x\nPARAMETER warp 9").contains("unknown PARAMETER `warp`"));
+    assert!(err("FROM x\nPARAMETER top_k lots").contains("line 2"));
+    assert!(err("FROM x\nTEMPLATE {{ .Prompt }}").contains("Go template"));
+    assert!(err("FROM x\nSYSTEM \"\"\"open").contains("unterminated"));
+    assert!(err("FROM x\nFLY away").contains("unknown instruction"));
+}
+
+#[test]
+fn create_from_a_file_or_from_another_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    tiny_gguf(tmp.path(), "m.gguf", "llama");
+    let mf = parse_modelfile("FROM m.gguf\nPARAMETER temperature 0.1\nSYSTEM Be brief.").unwrap();
+    let base = store.create("base", &mf, tmp.path()).unwrap();
+    assert_eq!(base.manifest.system.as_deref(), Some("Be brief."));
+    assert_eq!(base.manifest.source, Source::Blob);
+
+    let mf = parse_modelfile("FROM base\nPARAMETER top_k 5").unwrap();
+    let derived = store.create("derived:v1", &mf, tmp.path()).unwrap();
+    assert_eq!(derived.path, base.path);
+    assert_eq!(derived.manifest.system.as_deref(), Some("Be brief."));
+    assert_eq!(
+        derived.manifest.parameters["temperature"],
+        serde_json::json!(0.1)
+    );
+    assert_eq!(derived.manifest.parameters["top_k"], serde_json::json!(5));
+
+    let mf = parse_modelfile("FROM nothing-here").unwrap();
+    assert!(matches!(
+        store.create("z", &mf, tmp.path()),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn resolve_prefers_existing_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("home"));
+    let src = tiny_gguf(tmp.path(), "m.gguf", "llama");
+    assert!(store.resolve(src.to_str().unwrap()).unwrap().is_none());
+    store.import(&src, "named", true).unwrap();
+    assert!(store.resolve("named").unwrap().is_some());
+    assert!(store.resolve("unknown").is_err());
+}
