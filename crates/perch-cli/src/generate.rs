@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use perch_engine::engine::{Event, FinishReason, GenerationRequest};
+use perch_engine::kv::KvType;
 use perch_engine::loader::{ChatModel, LoadOptions};
 use perch_engine::sampling::SamplingParams;
 use perch_template::ChatTemplate;
@@ -26,6 +27,9 @@ pub struct ModelArgs {
     /// A chat template file (Jinja) to use instead of the model's own.
     #[arg(long = "chat-template")]
     pub chat_template: Option<PathBuf>,
+    /// KV cache element type: f16, or q8_0 for about half the memory.
+    #[arg(long = "kv-type", default_value = "f16")]
+    pub kv_type: KvType,
 }
 
 /// Sampling flags shared by `run` and `chat` (llama.cpp's defaults).
@@ -90,6 +94,7 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
         threads: args.threads,
         max_batch_tokens: args.batch_size,
         chat_template,
+        kv_type: args.kv_type,
     };
     if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");

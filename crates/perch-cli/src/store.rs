@@ -16,6 +16,16 @@ pub fn resolve(arg: &str) -> Result<(PathBuf, Option<Entry>)> {
     if Path::new(arg).is_file() {
         return Ok((PathBuf::from(arg), None));
     }
+    // Something that can only be a path (absolute, explicitly relative, or a `.gguf` file)
+    // gets the file system's own answer rather than the store's.
+    let is_path = ["/", "./", "../"].iter().any(|p| arg.starts_with(p)) || arg.ends_with(".gguf");
+    if is_path {
+        let why = match std::fs::metadata(arg) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not a regular file".to_string(),
+        };
+        anyhow::bail!("cannot open model file {arg}: {why}");
+    }
     let entry = open()?
         .get(arg)
         .with_context(|| format!("`{arg}` is neither a file nor a model in the store"))?;

@@ -12,6 +12,7 @@ use perch_tokenizer::{Tokenizer, TokenizerError};
 
 use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::error::EngineError;
+use crate::kv::KvType;
 use crate::model::Model;
 use crate::session::default_threads;
 
@@ -31,6 +32,8 @@ pub struct LoadOptions {
     pub max_batch_tokens: usize,
     /// A chat template source to use instead of the model's own.
     pub chat_template: Option<String>,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +45,7 @@ impl Default for LoadOptions {
             threads: None,
             max_batch_tokens: 512,
             chat_template: None,
+            kv_type: KvType::F16,
         }
     }
 }
@@ -125,8 +129,14 @@ impl ChatModel {
             ));
         }
         let threads = opts.threads.unwrap_or_else(default_threads).max(1);
-        let mut cfg =
-            EngineConfig::for_model(&model, n_ctx, opts.parallel.max(1), opts.kv_memory, threads);
+        let mut cfg = EngineConfig::for_model_kv(
+            &model,
+            n_ctx,
+            opts.parallel.max(1),
+            opts.kv_memory,
+            threads,
+            opts.kv_type,
+        );
         cfg.max_batch_tokens = opts.max_batch_tokens.max(1);
         tracing::info!(
             path = %path.display(),
