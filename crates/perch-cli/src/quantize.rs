@@ -20,8 +20,7 @@ pub struct QuantizeArgs {
     /// llama.cpp file type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
     /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, F16, BF16, F32
     /// (Q3_K, Q4_K, Q5_K are the _M mixes).
-    #[arg(value_parser = parse_ftype)]
-    pub ftype: FileType,
+    pub ftype: String,
     /// Allow dequantizing and quantizing again tensors that are already quantized.
     #[arg(long)]
     pub allow_requantize: bool,
@@ -30,14 +29,14 @@ pub struct QuantizeArgs {
     pub pure: bool,
     /// PATTERN=TYPE: tensors whose name the regex matches get TYPE (repeatable; the first
     /// matching pattern wins), e.g. --tensor-type 'attn_v=q8_0'.
-    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE", value_parser = parse_rule)]
-    pub tensor_types: Vec<TensorTypeRule>,
+    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE")]
+    pub tensor_types: Vec<String>,
     /// The type of output.weight (and of tied token embeddings).
-    #[arg(long, value_name = "TYPE", value_parser = parse_type)]
-    pub output_tensor_type: Option<GgmlType>,
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
     /// The type of token_embd.weight.
-    #[arg(long, value_name = "TYPE", value_parser = parse_type)]
-    pub token_embedding_type: Option<GgmlType>,
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
     /// Copy output.weight unchanged.
     #[arg(long)]
     pub leave_output_tensor: bool,
@@ -62,7 +61,7 @@ fn parse_ftype(s: &str) -> Result<FileType, String> {
     let ty = ftype.default_type();
     if !has_quantizer(ty) {
         return Err(format!(
-            "perch cannot quantize to {ftype}: its tensors are {ty}, for which perch has no \
+            "cannot quantize to {ftype}: its tensors are {ty}, for which perch has no \
              quantizer (the 1- to 3-bit I-quants also need an importance matrix)"
         ));
     }
@@ -72,7 +71,7 @@ fn parse_ftype(s: &str) -> Result<FileType, String> {
 /// `--tensor-type PATTERN=TYPE`.
 fn parse_rule(s: &str) -> Result<TensorTypeRule, String> {
     let rule = TensorTypeRule::parse(s).map_err(|e| e.to_string())?;
-    parse_type(rule.ty.name())?;
+    parse_type(rule.ty.name()).map_err(|e| format!("--tensor-type {s:?}: {e}"))?;
     Ok(rule)
 }
 
@@ -106,14 +105,28 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .num_threads(threads)
         .build()
         .context("starting the compute threads")?;
+    // Flags are parsed here, not by clap, so a bad one is a single line naming it.
+    let ftype = parse_ftype(&args.ftype).map_err(anyhow::Error::msg)?;
+    let flag_type = |flag: &str, v: &Option<String>| -> Result<Option<GgmlType>> {
+        v.as_deref()
+            .map(|s| parse_type(s).map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e}")))
+            .transpose()
+    };
+    let output_tensor_type = flag_type("--output-tensor-type", &args.output_tensor_type)?;
+    let token_embedding_type = flag_type("--token-embedding-type", &args.token_embedding_type)?;
+    let tensor_types = args
+        .tensor_types
+        .iter()
+        .map(|s| parse_rule(s).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let opts = QuantizeOptions {
-        ftype: args.ftype,
+        ftype,
         allow_requantize: args.allow_requantize,
         mix: MixOptions {
             pure: args.pure,
-            tensor_types: args.tensor_types,
-            output_tensor_type: args.output_tensor_type,
-            token_embedding_type: args.token_embedding_type,
+            tensor_types,
+            output_tensor_type,
+            token_embedding_type,
             leave_output_tensor: args.leave_output_tensor,
         },
     };
@@ -132,8 +145,8 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         })
     });
     bar.finish_and_clear();
-    let report = report
-        .with_context(|| format!("cannot quantize {} to {}", args.input.display(), args.ftype))?;
+    let report =
+        report.with_context(|| format!("cannot quantize {} to {ftype}", args.input.display()))?;
     let mut by_type = std::collections::BTreeMap::<&str, usize>::new();
     for t in report.tensors.iter().filter(|t| !t.is_copy()) {
         *by_type.entry(t.to.name()).or_default() += 1;
@@ -143,7 +156,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         "{} tensors: {} quantized for {} ({}; {} by fallback), {} copied, in {:.1} s",
         report.tensors.len(),
         report.n_quantized(),
-        args.ftype,
+        ftype,
         by_type.join(", "),
         report.n_fallback(),
         report.tensors.len() - report.n_quantized(),

