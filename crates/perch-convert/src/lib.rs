@@ -21,6 +21,6 @@ pub mod quantize;
 pub use error::{ConvertError, Result};
 pub use mix::{FileType, MixOptions, ModelFacts, TensorTypeRule};
 pub use quantize::{
-    Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, fallback_type,
-    plan, quantize_file,
+    Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, decide_types,
+    fallback_type, plan, quantize_file,
 };

@@ -230,6 +230,17 @@ pub fn plan(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>
             ty: default,
         });
     }
+    decide_types(file, opts)?
+        .into_iter()
+        .zip(file.tensors())
+        .map(|(c, t)| check(t, c, opts))
+        .collect()
+}
+
+/// llama-quantize's choice of type for every tensor (in file order), whether or not perch can
+/// quantize to it: [`plan`] without its checks, e.g. to show what an I-quant mix would be.
+/// Fails only on a flag that does not fit a tensor or a tensor whose layer cannot be told.
+pub fn decide_types(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>> {
     let tensors = file.tensors();
     let facts = ModelFacts::from_file(file);
     let mut mixer = Mixer::new(
@@ -252,11 +263,7 @@ pub fn plan(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>
             needs_imatrix: d.needs_imatrix,
         });
     }
-    choices
-        .into_iter()
-        .zip(tensors)
-        .map(|(c, t)| check(t, c.expect("every tensor was decided"), opts))
-        .collect()
+    Ok(choices.into_iter().flatten().collect())
 }
 
 /// Whether the choice for `t` can be carried out.
