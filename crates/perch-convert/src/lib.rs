@@ -15,11 +15,13 @@
 //! to choose the thread count), in slabs so memory stays bounded on large models.
 
 pub mod error;
+pub mod ftype;
 pub mod mix;
 pub mod quantize;
 
 pub use error::{ConvertError, Result};
-pub use mix::{FileType, MixOptions, ModelFacts, TensorTypeRule};
+pub use ftype::FileType;
+pub use mix::{MixOptions, ModelFacts, TensorTypeRule};
 pub use quantize::{
     Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, decide_types,
     fallback_type, plan, quantize_file,
