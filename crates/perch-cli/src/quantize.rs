@@ -18,8 +18,9 @@ pub struct QuantizeArgs {
     /// Where to write the result (written to a temporary file, then renamed).
     pub output: PathBuf,
     /// llama.cpp file type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
-    /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, F16, BF16, F32
-    /// (Q3_K, Q4_K, Q5_K are the _M mixes).
+    /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE, Q1_0,
+    /// Q2_0, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are the _M mixes). The IQ1/IQ2/IQ3 mixes need an
+    /// importance matrix and quantizers perch does not have yet.
     pub ftype: String,
     /// Allow dequantizing and quantizing again tensors that are already quantized.
     #[arg(long)]

@@ -34,7 +34,8 @@ fn spec(arch: Arch, n_layer: usize, n_head_kv: usize, n_ff: usize, untied: bool)
 }
 
 /// The models: llama with 16 layers, tied embeddings and 4 query heads per KV head; qwen2
-/// with 12 layers and a separate output matrix; phi3 with its fused `attn_qkv`.
+/// with 12 layers and a separate output matrix; phi3 with its fused `attn_qkv`; qwen3 with
+/// 10 layers and tied embeddings; gemma3 with 8 layers, 4 query heads per KV head.
 pub fn mix_models() -> Vec<MixModel> {
     vec![
         MixModel {
@@ -51,6 +52,16 @@ pub fn mix_models() -> Vec<MixModel> {
             name: "phi3-8l",
             spec: spec(Arch::Phi3, 8, 4, 512, true),
             vocab: Some("phi-3"),
+        },
+        MixModel {
+            name: "qwen3-10l",
+            spec: spec(Arch::Qwen3, 10, 2, 768, false),
+            vocab: None,
+        },
+        MixModel {
+            name: "gemma3-8l",
+            spec: spec(Arch::Gemma3, 8, 1, 768, false),
+            vocab: None,
         },
     ]
 }
