@@ -33,7 +33,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
     Inspect(inspect::InspectArgs),
-    /// Quantize a GGUF model to one type (F32, F16, BF16, Q4_0 ... Q8_0, K-quants, IQ4, TQ).
+    /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its mix.
     Quantize(quantize::QuantizeArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),

@@ -82,3 +82,60 @@ fn bad_quantize_input_is_one_clear_line_and_leaves_nothing() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot quantize to IQ2_XXS"));
 }
+
+#[test]
+fn mix_flags_override_types_and_bad_flags_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = format!("{d}/out.gguf");
+    let model = smollm2();
+    let q = |extra: &[&str], expect: &str| {
+        let mut args = vec!["quantize", &model, &out, "q8_0", "--allow-requantize"];
+        args.extend_from_slice(extra);
+        assert_one_line_error(&args, expect);
+    };
+    q(&["--tensor-type", "attn_(v=q8_0"], "--tensor-type");
+    q(&["--tensor-type", "attn_v"], "PATTERN=TYPE");
+    q(&["--tensor-type", "attn_v=q9_9"], "unknown type");
+    q(
+        &["--tensor-type", "attn_v=iq2_xxs"],
+        "cannot quantize to IQ2_XXS",
+    );
+    q(&["--output-tensor-type", "q9_9"], "--output-tensor-type");
+    q(
+        &["--token-embedding-type", "nope"],
+        "--token-embedding-type",
+    );
+    // Q2_K_S puts Q2_K in ffn_down (1536 wide), which needs an importance matrix.
+    assert_one_line_error(
+        &["quantize", &model, &out, "q2_k_s", "--allow-requantize"],
+        "importance matrix",
+    );
+    assert_eq!(
+        entries(dir.path()),
+        Vec::<String>::new(),
+        "no partial output"
+    );
+
+    let o = perch(&[
+        "quantize",
+        &model,
+        &out,
+        "Q8_0",
+        "--allow-requantize",
+        "--tensor-type",
+        r"blk\.[0-9]\.ffn_down=q4_0",
+        "--tensor-type",
+        "ffn_down=q5_0",
+        "--token-embedding-type",
+        "f16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q = GgufFile::open(&out).unwrap();
+    assert_eq!(q.get_u32(keys::GENERAL_FILE_TYPE).unwrap(), 7);
+    let ty = |name: &str| q.tensor_info(name).unwrap().ty;
+    assert_eq!(ty("token_embd.weight"), GgmlType::F16);
+    assert_eq!(ty("blk.3.ffn_down.weight"), GgmlType::Q4_0);
+    assert_eq!(ty("blk.13.ffn_down.weight"), GgmlType::Q5_0);
+    assert_eq!(ty("blk.13.ffn_up.weight"), GgmlType::Q8_0);
+}

@@ -59,6 +59,59 @@ pub enum ConvertError {
         /// What went wrong.
         source: QuantError,
     },
+    /// The file type's tensors need a type perch has no quantizer for.
+    #[error(
+        "perch cannot make {ftype} files: they are mostly {ty}, which perch cannot quantize to \
+         (the 1- to 3-bit I-quants need an importance matrix and quantizers perch does not have \
+         yet)"
+    )]
+    UnsupportedFileType {
+        /// The file type's name.
+        ftype: String,
+        /// Its default tensor type.
+        ty: GgmlType,
+    },
+    /// llama.cpp requires an importance matrix for this tensor's type in this file type.
+    #[error(
+        "tensor {tensor} would be {ty} in a {ftype} file, which needs an importance matrix \
+         (--imatrix, not supported by perch yet); choose another file type or --tensor-type"
+    )]
+    NeedsImatrix {
+        /// The tensor.
+        tensor: String,
+        /// Its chosen type.
+        ty: GgmlType,
+        /// The file type's name.
+        ftype: String,
+    },
+    /// A type given by a flag does not fit the tensor's rows.
+    #[error("tensor {tensor}: rows of {ncols} elements do not divide into {ty} blocks")]
+    Indivisible {
+        /// The tensor.
+        tensor: String,
+        /// Its row length.
+        ncols: u64,
+        /// The type asked for.
+        ty: GgmlType,
+    },
+    /// A mixture-of-experts tensor whose block number cannot be read or is out of range.
+    #[error("tensor {tensor}: cannot tell its layer (expected blk.N. with N below {n_layer})")]
+    NoLayer {
+        /// The tensor.
+        tensor: String,
+        /// Layers in the model.
+        n_layer: u32,
+    },
+    /// A flag's value cannot be used.
+    #[error("{flag} {value:?}: {why}")]
+    BadFlag {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The output would overwrite the input.
     #[error("the output {0} is the input file; write to another path")]
     SameFile(PathBuf),

@@ -3,10 +3,11 @@
 //! `perch-quant` knows rows and blocks; `perch-gguf` knows the file format. This crate joins
 //! them into the operations people run on whole models:
 //!
-//! * [`quantize`]: a GGUF file in, a GGUF file out with its weight matrices in another ggml
-//!   type. Which tensors are quantized, and what happens when a row length does not divide
-//!   the target's block size, follow llama.cpp's `llama-quantize` so that the same input and
-//!   type give the same tensor types. Metadata is kept; `general.file_type` and
+//! * [`quantize`]: a GGUF file in, a GGUF file out in one of llama.cpp's file types
+//!   ([`FileType`], e.g. `Q4_K_M`). Which tensors are quantized, to which type ([`mix`]: the
+//!   file type's per-tensor rules, `--pure`, `--tensor-type` and the other overrides), and
+//!   what happens when a row length does not divide the type's block size, follow llama.cpp's
+//!   `llama-quantize` so that the same input and options give the same tensor types. Metadata is kept; `general.file_type` and
 //!   `general.quantization_version` are set. The output is written to a temporary file and
 //!   renamed, so a failed run leaves nothing behind.
 //!
@@ -14,10 +15,14 @@
 //! to choose the thread count), in slabs so memory stays bounded on large models.
 
 pub mod error;
+pub mod ftype;
+pub mod mix;
 pub mod quantize;
 
 pub use error::{ConvertError, Result};
+pub use ftype::FileType;
+pub use mix::{MixOptions, ModelFacts, TensorTypeRule};
 pub use quantize::{
-    Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, fallback_type,
-    plan, quantize_file,
+    Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, decide_types,
+    fallback_type, plan, quantize_file,
 };

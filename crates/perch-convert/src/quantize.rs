@@ -1,14 +1,16 @@
-//! Quantizing a whole GGUF file to one target type, as `llama-quantize --pure` does.
+//! Quantizing a whole GGUF file to a llama.cpp file type, as `llama-quantize` does.
 //!
-//! Three decisions are llama.cpp's, so that the same input and type give the same tensor
+//! The decisions are llama.cpp's, so that the same input and file type give the same tensor
 //! types (`src/llama-quant.cpp`):
 //!
 //! * which tensors are quantized at all ([`allows_quantization`]): weight matrices of two or
 //!   more dimensions, not norms, not positional or token-type embeddings, and a list of small
 //!   special tensors; everything else is copied as it is;
-//! * what a quantized tensor becomes when its row length does not divide the target's block
-//!   size ([`fallback_type`]): a 256-element type falls back to a 32-element one, and F16 when
-//!   even that does not divide;
+//! * which type each quantized tensor gets: the file type's mix ([`crate::mix`]), unless
+//!   `--pure`, with `--tensor-type` and the output / token-embedding types overriding it;
+//! * what a quantized tensor becomes when its row length does not divide the chosen type's
+//!   block size ([`fallback_type`]): a 256-element type falls back to a 32-element one, and
+//!   F16 when even that does not divide;
 //! * the metadata: all keys are kept, `general.file_type` and `general.quantization_version`
 //!   set, split keys removed.
 //!
@@ -23,6 +25,7 @@ use perch_quant::{GgmlType, dequantize_row, has_dequantizer, has_quantizer, quan
 use rayon::prelude::*;
 
 use crate::error::{ConvertError, Result};
+use crate::mix::{FileType, MixOptions, Mixer, ModelFacts, llama_order};
 
 /// Keys of split files, which a single output file must not carry.
 const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"];
@@ -31,12 +34,25 @@ const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"]
 const SLAB_BYTES: usize = 32 << 20;
 
 /// What to produce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct QuantizeOptions {
-    /// The type of every quantizable tensor (subject to the fallbacks).
-    pub target: GgmlType,
+    /// The file type: its default tensor type and mix rules, and `general.file_type`.
+    pub ftype: FileType,
     /// Allow tensors that are already quantized to be dequantized and quantized again.
     pub allow_requantize: bool,
+    /// `--pure`, `--tensor-type` and the other flags that change the mix.
+    pub mix: MixOptions,
+}
+
+impl QuantizeOptions {
+    /// `ftype` with its mix, no flags, no requantizing.
+    pub fn new(ftype: FileType) -> QuantizeOptions {
+        QuantizeOptions {
+            ftype,
+            allow_requantize: false,
+            mix: MixOptions::default(),
+        }
+    }
 }
 
 /// The decision for one tensor.
@@ -50,6 +66,8 @@ pub struct TensorChoice {
     pub to: GgmlType,
     /// Whether `to` is a fallback because the rows do not divide into the target's blocks.
     pub fallback: bool,
+    /// Whether llama.cpp requires an importance matrix for `to` here (perch has none yet).
+    pub needs_imatrix: bool,
 }
 
 impl TensorChoice {
@@ -201,39 +219,55 @@ pub fn fallback_type(target: GgmlType, ncols: u64) -> Option<(GgmlType, bool)> {
     Some((if fits(demoted) { demoted } else { T::F16 }, true))
 }
 
-/// Decides every tensor's output type. Fails when the target has no quantizer, when a
-/// quantized tensor would change type without `allow_requantize`, or when a tensor's type
-/// cannot be read back.
+/// Decides every tensor's output type (in file order). Fails when the file type's default
+/// type has no quantizer, when a chosen type has none, when a quantized tensor would change
+/// type without `allow_requantize`, or when a tensor's type cannot be read back.
 pub fn plan(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>> {
-    if !has_quantizer(opts.target) {
-        return Err(ConvertError::NoQuantizer(opts.target));
+    let default = opts.ftype.default_type();
+    if !has_quantizer(default) {
+        return Err(ConvertError::UnsupportedFileType {
+            ftype: opts.ftype.name().to_string(),
+            ty: default,
+        });
     }
-    file.tensors().iter().map(|t| choose(t, opts)).collect()
+    decide_types(file, opts)?
+        .into_iter()
+        .zip(file.tensors())
+        .map(|(c, t)| check(t, c, opts))
+        .collect()
 }
 
-fn choose(t: &TensorInfo, opts: &QuantizeOptions) -> Result<TensorChoice> {
-    let mut choice = TensorChoice {
-        name: t.name.clone(),
-        from: t.ty,
-        to: t.ty,
-        fallback: false,
-    };
-    if !allows_quantization(&t.name, t.dims.len()) {
-        return Ok(choice);
+/// llama-quantize's choice of type for every tensor (in file order), whether or not perch can
+/// quantize to it: [`plan`] without its checks, e.g. to show what an I-quant mix would be.
+/// Fails only on a flag that does not fit a tensor or a tensor whose layer cannot be told.
+pub fn decide_types(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>> {
+    let tensors = file.tensors();
+    let facts = ModelFacts::from_file(file);
+    let mut mixer = Mixer::new(
+        opts.ftype,
+        &facts,
+        &opts.mix,
+        tensors.iter().map(|t| t.name.as_str()),
+    );
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| llama_order(&tensors[a].name, &tensors[b].name));
+    let mut choices: Vec<Option<TensorChoice>> = vec![None; tensors.len()];
+    for i in order {
+        let t = &tensors[i];
+        let d = mixer.decide(&t.name, &t.dims, t.ty)?;
+        choices[i] = Some(TensorChoice {
+            name: t.name.clone(),
+            from: t.ty,
+            to: d.ty,
+            fallback: d.fallback,
+            needs_imatrix: d.needs_imatrix,
+        });
     }
-    let ncols = t.dims[0];
-    let (to, fallback) = if opts.target.is_quantized() {
-        fallback_type(opts.target, ncols).ok_or_else(|| ConvertError::NoFallback {
-            tensor: t.name.clone(),
-            ncols,
-            target: opts.target,
-            block: opts.target.block_size(),
-        })?
-    } else {
-        (opts.target, false)
-    };
-    choice.to = to;
-    choice.fallback = fallback;
+    Ok(choices.into_iter().flatten().collect())
+}
+
+/// Whether the choice for `t` can be carried out.
+fn check(t: &TensorInfo, choice: TensorChoice, opts: &QuantizeOptions) -> Result<TensorChoice> {
     if choice.is_copy() {
         return Ok(choice);
     }
@@ -249,8 +283,8 @@ fn choose(t: &TensorInfo, opts: &QuantizeOptions) -> Result<TensorChoice> {
             ty: t.ty,
         });
     }
-    if !has_quantizer(to) {
-        return Err(ConvertError::NoQuantizer(to));
+    if !has_quantizer(choice.to) {
+        return Err(ConvertError::NoQuantizer(choice.to));
     }
     Ok(choice)
 }
@@ -271,13 +305,17 @@ pub fn quantize_file(
     }
     let file = GgufFile::open(input)?;
     let choices = plan(&file, opts)?;
+    if let Some(c) = choices.iter().find(|c| c.needs_imatrix) {
+        return Err(ConvertError::NeedsImatrix {
+            tensor: c.name.clone(),
+            ty: c.to,
+            ftype: opts.ftype.name().to_string(),
+        });
+    }
 
     let mut md = file.metadata().clone();
     md.set(keys::GENERAL_QUANTIZATION_VERSION, Value::U32(2));
-    md.set(
-        keys::GENERAL_FILE_TYPE,
-        Value::U32(keys::file_type_of(opts.target)),
-    );
+    md.set(keys::GENERAL_FILE_TYPE, Value::U32(opts.ftype.id()));
     for k in SPLIT_KEYS {
         md.remove(k);
     }
@@ -334,7 +372,11 @@ fn convert_tensor(
     let row_in = t.row_bytes() as usize;
     let row_out =
         c.to.bytes_for(ncols as u64)
-            .expect("fallback_type checked the row length") as usize;
+            .ok_or(ConvertError::Indivisible {
+                tensor: t.name.clone(),
+                ncols: ncols as u64,
+                ty: c.to,
+            })? as usize;
     let rows_per_slab = (SLAB_BYTES / row_out.max(1)).max(1);
     let quant_err = |source| ConvertError::Quant {
         tensor: t.name.clone(),
@@ -409,10 +451,7 @@ mod tests {
     #[test]
     fn quantized_input_needs_allow_requantize() {
         let f = small_model(GgmlType::Q8_0);
-        let mut opts = QuantizeOptions {
-            target: GgmlType::Q4_0,
-            allow_requantize: false,
-        };
+        let mut opts = QuantizeOptions::new(FileType::Q4_0);
         let err = plan(&f, &opts).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Requantize { tensor, from: GgmlType::Q8_0 } if tensor == "blk.0.attn_q.weight"),
@@ -423,23 +462,22 @@ mod tests {
         assert_eq!(p[0].to, GgmlType::Q4_0);
         assert_eq!(p[1].to, GgmlType::F32, "the norm is not quantized");
         // Asking for the type a tensor already has copies it, no permission needed.
-        opts = QuantizeOptions {
-            target: GgmlType::Q8_0,
-            allow_requantize: false,
-        };
+        opts = QuantizeOptions::new(FileType::Q8_0);
         assert!(plan(&f, &opts).unwrap()[0].is_copy());
     }
 
     #[test]
     fn types_without_a_quantizer_are_refused() {
         let f = small_model(GgmlType::F32);
-        let opts = QuantizeOptions {
-            target: GgmlType::IQ2_XXS,
-            allow_requantize: false,
-        };
-        assert!(matches!(
-            plan(&f, &opts),
-            Err(ConvertError::NoQuantizer(GgmlType::IQ2_XXS))
-        ));
+        let opts = QuantizeOptions::new(FileType::IQ2_XXS);
+        let err = plan(&f, &opts).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConvertError::UnsupportedFileType { ftype, ty: GgmlType::IQ2_XXS } if ftype == "IQ2_XXS"
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("IQ2_XXS"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! `quantize_file` on SmolLM2 against llama.cpp's `llama-quantize --pure` on the same input,
+//! `quantize_file --pure` on SmolLM2 against llama.cpp's `llama-quantize --pure` on the same input,
 //! recorded by `scripts/record_peer_quantize.py` into `tests/data/peer_quantize.json`:
 //!
 //! * the fixture (Q4_1) requantized to F32 gives the same bytes as llama-quantize's F32 file;
@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use perch_convert::{QuantizeOptions, quantize_file};
+use perch_convert::{FileType, QuantizeOptions, quantize_file};
 use perch_gguf::{GgufFile, keys};
 use perch_quant::{GgmlType, dequantize_row};
 use sha2::{Digest, Sha256};
@@ -43,11 +43,11 @@ fn hash(b: &[u8]) -> String {
     hex::encode(&Sha256::digest(b)[..8])
 }
 
+/// `llama-quantize --pure` to the file type named after `target` (`Q4_K` is Q4_K_M's alias).
 fn quantize(input: &Path, output: &Path, target: GgmlType, allow_requantize: bool) -> GgufFile {
-    let opts = QuantizeOptions {
-        target,
-        allow_requantize,
-    };
+    let mut opts = QuantizeOptions::new(FileType::from_name(target.name()).expect("a file type"));
+    opts.allow_requantize = allow_requantize;
+    opts.mix.pure = true;
     quantize_file(input, output, &opts, |_| {}).unwrap();
     GgufFile::open(output).unwrap()
 }
