@@ -1,5 +1,5 @@
 //! `perch serve` as a process on loopback: the official `openai` and `ollama` Python clients
-//! against it (crates/perch-server/tests/python/e2e.py, run with `$PERCH_PYTHON`), and a
+//! against it (crates/perch-server/tests/python/e2e.py, run with `perch_fixtures::python()`), and a
 //! graceful shutdown on SIGTERM that lets a running stream finish.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -103,21 +103,22 @@ fn start_with(extra: &[&str]) -> Server {
 
 #[test]
 fn official_python_clients_work_against_perch_serve() {
-    let python = std::env::var_os("PERCH_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "PERCH_PYTHON is not set: point it at a Python with the `openai` and `ollama` \
-             packages (`pip install openai ollama`; .ci/run sets up that virtualenv)"
-        )
-    });
+    let python = perch_fixtures::python();
     let probe = Command::new(&python)
         .args(["-c", "import openai, ollama"])
         .output()
-        .expect("PERCH_PYTHON runs");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): set PERCH_PYTHON to a Python with the openai and ollama \
+                 packages (.ci/run sets up models/cache/.venv)",
+                python.display()
+            )
+        });
     assert!(
         probe.status.success(),
         "{} lacks the openai/ollama packages: run `{} -m pip install openai ollama`\n{}",
-        PathBuf::from(&python).display(),
-        PathBuf::from(&python).display(),
+        python.display(),
+        python.display(),
         String::from_utf8_lossy(&probe.stderr)
     );
     let server = start();

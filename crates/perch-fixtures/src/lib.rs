@@ -59,6 +59,22 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// The Python interpreter for tests that drive Python packages: `$PERCH_PYTHON`, else the
+/// virtualenv `.ci/run` sets up (`models/cache/.venv`), else `python3` from the `PATH`.
+pub fn python() -> PathBuf {
+    match std::env::var_os("PERCH_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let venv = workspace_root().join("models/cache/.venv/bin/python");
+            if venv.is_file() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        }
+    }
+}
+
 /// Absolute path of `rel` inside the cache, or `None` if it does not exist.
 ///
 /// For the rare test that must branch on presence; most tests want [`path`], which fails
