@@ -226,9 +226,6 @@ fn amax(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
-/// Rounds `v` to the nearest integer (ties to even) and saturates to `i8`, as
-/// `vcvtps2dq` + `vpackssdw` + `vpacksswb` do.
-#[inline]
 /// `v.round_ties_even()` without its libm call (on baseline x86-64 it is `rintf`, which cost
 /// 5% of a prompt's time): for |v| < 2^23, |v| + 2^23 lies where floats are one apart, so the
 /// addition rounds to an integer, half to even; larger magnitudes are integers already.
@@ -243,6 +240,9 @@ fn rint(v: f32) -> f32 {
     }
 }
 
+/// Rounds `v` to the nearest integer (ties to even) and saturates to `i8`, as
+/// `vcvtps2dq` + `vpackssdw` + `vpacksswb` do.
+#[inline]
 fn round_sat_i8(v: f32) -> i8 {
     rint(v).clamp(-128.0, 127.0) as i8
 }
