@@ -10,6 +10,13 @@
 //! sum at the end. The `_x4` forms run one weight row against four activation rows,
 //! unpacking each weight block once, with exactly the one-row arithmetic per row.
 //!
+//! Q4_1 goes block by block instead ([`dot1`] / [`dot4`]): the leading f16 words (scale and
+//! minimum, scale and sum) of both blocks are loaded and converted together, one multiply
+//! gives the scale product and the minimum term, two FMA chains alternate. Measured with
+//! thread CPU time, that made the one-row Q4_1 kernel 1.6x and the four-row one 1.7x faster
+//! (the separate pass over the minimum terms is gone); for Q4_0, Q5_0 and Q8_0 it was not
+//! clearly faster than the eight-block scheme, which they keep.
+//!
 //! Activation quants must lie in `[-127, 127]` (ggml's and perch's quantizers never make
 //! -128): the signed products use the `vpsignb` trick, as ggml's do.
 //!
@@ -104,6 +111,93 @@ macro_rules! blocks8_x4 {
     }};
 }
 
+/// `Σ_blocks (dx·dy)·p + [Σ_blocks m·s]` for one weight row and one activation row: per block
+/// the two leading f16 words of each side (scale and minimum or sum) are loaded and converted
+/// together (`head2`), one multiply gives `[dx·dy, m·s, …]`, the scale product is broadcast
+/// into one of two FMA chains (even and odd blocks) and, for the `*_1` types (`$min`), the
+/// minimum terms go into one of two running sums. `$p` yields the block's eight lane sums.
+///
+macro_rules! dot1 {
+    ($x:ident, $y:ident, $min:expr, |$xb:ident, $yb:ident| $p:expr) => {{
+        assert_eq!($x.len(), $y.len(), "block counts");
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut m0, mut m1) = (_mm_setzero_ps(), _mm_setzero_ps());
+        let mut it = $x.iter().zip($y);
+        while let Some(($xb, $yb)) = it.next() {
+            let v = _mm_mul_ps(head2($xb), head2($yb));
+            if $min {
+                m0 = _mm_add_ps(m0, v);
+            }
+            let p: __m256 = $p;
+            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc0);
+            let Some(($xb, $yb)) = it.next() else { break };
+            let v = _mm_mul_ps(head2($xb), head2($yb));
+            if $min {
+                m1 = _mm_add_ps(m1, v);
+            }
+            let p: __m256 = $p;
+            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc1);
+        }
+        let mut sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+        if $min {
+            sum += _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(m0, m1)));
+        }
+        sum
+    }};
+}
+
+/// [`dot1`] for one weight row against four activation rows: per row exactly its operations
+/// in its order (so the results are bit-identical to four one-row calls), with each weight
+/// block's quants (`$qx`, bound to `$q`) and scales unpacked once.
+macro_rules! dot4 {
+    ($x:ident, $y:ident, $min:expr, |$xb:ident| $qx:expr, |$q:ident, $yb:ident| $p:expr) => {{
+        for yr in $y {
+            assert_eq!($x.len(), yr.len(), "block counts");
+        }
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        let mut m0 = [_mm_setzero_ps(); 4];
+        let mut m1 = [_mm_setzero_ps(); 4];
+        let mut k = 0;
+        while k < $x.len() {
+            let $xb = &$x[k];
+            let ($q, xv) = ($qx, head2($xb));
+            for r in 0..4 {
+                let $yb = &$y[r][k];
+                let v = _mm_mul_ps(xv, head2($yb));
+                if $min {
+                    m0[r] = _mm_add_ps(m0[r], v);
+                }
+                let p: __m256 = $p;
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc0[r]);
+            }
+            if k + 1 == $x.len() {
+                break;
+            }
+            let $xb = &$x[k + 1];
+            let ($q, xv) = ($qx, head2($xb));
+            for r in 0..4 {
+                let $yb = &$y[r][k + 1];
+                let v = _mm_mul_ps(xv, head2($yb));
+                if $min {
+                    m1[r] = _mm_add_ps(m1[r], v);
+                }
+                let p: __m256 = $p;
+                acc1[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc1[r]);
+            }
+            k += 2;
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));
+            if $min {
+                out[r] += _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(m0[r], m1[r])));
+            }
+        }
+        out
+    }};
+}
+
 macro_rules! legacy_kernels {
     ($feat:literal, $mul:path) => {
         use core::arch::x86_64::*;
@@ -133,6 +227,18 @@ macro_rules! legacy_kernels {
                 }
             }
             summs
+        }
+
+        /// The first two f16 words of a block (scale and minimum, or scale and scaled sum, or
+        /// the scale and two bytes of quants) as f32 in lanes 0 and 1. An 8-byte load
+        /// (`vmovq`), not an insert: built from `_mm_cvtsi32_si128`, the compiler emitted
+        /// `vpinsrw` into whatever register held a running sum, chaining every block to it.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn head2<B: bytemuck::Pod>(b: &B) -> __m128 {
+            const { assert!(size_of::<B>() >= 8) };
+            // SAFETY: `B` is at least 8 bytes (checked at compile time); unaligned load.
+            _mm_cvtph_ps(unsafe { _mm_loadl_epi64((b as *const B).cast()) })
         }
 
         /// Q4_0 · Q8_0.
@@ -178,29 +284,17 @@ macro_rules! legacy_kernels {
         /// Q4_1 · Q8_1.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            assert_eq!(x.len(), y.len(), "block counts");
-            let dot = blocks8!(x, y, |xb, yb, d| (xb.d.to_bits(), yb.d.to_bits()), {
+            dot1!(x, y, true, |xb, yb| {
                 _mm256_cvtepi32_ps(mul_sum_us8(nibbles32(&xb.qs), load32(&yb.qs)))
-            });
-            dot + min_terms(x, y, |xb, yb| (xb.m.to_bits(), yb.s.to_bits()))
+            })
         }
 
-        /// Q4_1 against four activation rows at once (bit-identical to four [`q4_1`] calls).
+        /// Q4_1 against four activation rows (bit-identical to four [`q4_1`] calls).
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-            let dots: [f32; 4] = blocks8_x4!(
-                x,
-                y,
-                |xb, yb, qx| xb.d.to_bits(),
-                yb.d.to_bits(),
-                nibbles32(&xb.qs),
+            dot4!(x, y, true, |xb| nibbles32(&xb.qs), |qx, yb| {
                 _mm256_cvtepi32_ps(mul_sum_us8(qx, load32(&yb.qs)))
-            );
-            let mut out = dots;
-            for r in 0..4 {
-                out[r] += min_terms(x, y[r], |xb, yb| (xb.m.to_bits(), yb.s.to_bits()));
-            }
-            out
+            })
         }
 
         /// Q5_0 · Q8_0.
