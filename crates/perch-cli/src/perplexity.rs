@@ -30,7 +30,8 @@ pub struct PerplexityArgs {
     /// --kl-divergence, which takes the tokens from the base file.
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Tokens per chunk; the second half of each chunk is scored.
+    /// Tokens per chunk; the second half of each chunk is scored (with --kl-divergence, the
+    /// base file's context is used).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
     /// Most chunks to evaluate (default: all).

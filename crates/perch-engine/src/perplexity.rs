@@ -594,6 +594,46 @@ mod tests {
     }
 
     #[test]
+    fn base_file_round_trips_and_rejects_truncation() {
+        let dir = std::env::temp_dir().join(format!("perch-ppl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("base.kld");
+        let n_vocab = 5;
+        let row = [1.0f32, -3.0, 0.5, -40.0, 2.0];
+        let (lse, max, imax) = log_sum_exp(&row);
+        assert_eq!((max, imax), (2.0, 4));
+        let mut w = BaseWriter::create(&path, 4, n_vocab, &[1, 2, 3, 4]).unwrap();
+        w.row(&row, max, lse).unwrap();
+        assert!(!path.exists(), "nothing at the final name before finish");
+        w.finish().unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, 20 + 16 + 2 * 10);
+        let mut r = BaseReader::open(&path, n_vocab).unwrap();
+        assert_eq!(
+            (r.n_ctx, r.n_chunk, r.tokens.clone()),
+            (4, 1, vec![1, 2, 3, 4])
+        );
+        let mut q = vec![0u16; r.nv];
+        r.read_row(&mut q).unwrap();
+        let scale = f32::from_bits(u32::from(q[0]) | (u32::from(q[1]) << 16));
+        let min_lp = f32::from_bits(u32::from(q[2]) | (u32::from(q[3]) << 16));
+        for (i, &l) in row.iter().enumerate() {
+            let got = f64::from(scale * f32::from(q[4 + i]) + min_lp);
+            let want = (f64::from(l) - lse).max(f64::from(max - RANGE) - lse);
+            assert!((got - want).abs() < 1e-3, "{i}: {got} vs {want}");
+        }
+        assert!(matches!(
+            BaseReader::open(&path, 6),
+            Err(PerplexityError::BadBase { .. })
+        ));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
+        let e = BaseReader::open(&path, n_vocab).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn stats_and_percentile() {
         let mut s = NllStats::default();
         for v in [1.0, 2.0, 3.0] {
