@@ -104,7 +104,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     if let Some(base) = &args.kl_divergence {
         let r = kl_divergence(&model, base, bos, &cfg, progress);
         bar.finish_and_clear();
-        let r = r.with_context(|| format!("cannot compare against {}", base.display()))?;
+        let r = r.context("cannot compare against the base file")?;
         let (ppl, ppl_base) = (r.nll.ppl(), r.nll_base.ppl());
         let n = r.nll.count as f64;
         let agree_err = (r.same_top * (1.0 - r.same_top) / (n - 1.0).max(1.0)).sqrt();
