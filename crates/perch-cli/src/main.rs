@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod generate;
 mod inspect;
+mod perplexity;
 mod quantize;
 mod run;
 mod serve;
@@ -35,6 +36,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its mix.
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
+    Perplexity(perplexity::PerplexityArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
     /// List the models in the store ($PERCH_HOME).
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
         Command::List => store::list(),
         Command::Show(args) => store::show(args),

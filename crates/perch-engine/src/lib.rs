@@ -7,7 +7,8 @@
 //! architecture's tensors onto shared layer pieces; [`model`] runs a batched forward step over
 //! any number of sequences; [`kv`] holds K and V in fixed-size blocks addressed through each
 //! sequence's block table; [`session`] drives one sequence for the command line; [`engine`]
-//! runs continuous batching on its own thread; [`loader`] loads a chat model (weights,
+//! runs continuous batching on its own thread; [`perplexity`] scores a text as
+//! llama-perplexity does (and KL divergence against a base model); [`loader`] loads a chat model (weights,
 //! tokenizer, chat template, engine) for the command line and the server.
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod kv;
 pub mod loader;
 pub mod model;
 pub mod ops;
+pub mod perplexity;
 pub mod sampling;
 pub mod scheduler;
 pub mod session;
