@@ -30,7 +30,17 @@ macro_rules! blocks8 {
         // as named variables (an array indexed by `k % 2` would live in memory).
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
+        let ahead = $x.as_ptr_range().end.cast::<u8>();
         for (xc, yc) in $x.chunks(8).zip($y.chunks(8)) {
+            // Weights stream from memory: request the lines 512 bytes past this chunk's start
+            // (see `dot1`).
+            let base = xc.as_ptr().cast::<u8>();
+            for off in [512, 576, 640, 704] {
+                let next = base.wrapping_add(off);
+                if next < ahead {
+                    _mm_prefetch::<_MM_HINT_T0>(next.cast());
+                }
+            }
             let ds: [f32; 8] = {
                 let mut a = [0u16; 8];
                 let mut b = [0u16; 8];
@@ -123,7 +133,15 @@ macro_rules! dot1 {
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut m0, mut m1) = (_mm_setzero_ps(), _mm_setzero_ps());
         let mut it = $x.iter().zip($y);
+        let ahead = $x.as_ptr_range().end;
         while let Some(($xb, $yb)) = it.next() {
+            // Weights stream from memory: ask for the blocks 512 bytes ahead now, which keeps
+            // more cache-line fetches in flight than the hardware prefetcher does alone (the
+            // one-row Q4_1 product over 64 MiB went from 5 to 10 GiB/s on one thread).
+            let next = ($xb as *const _ as *const u8).wrapping_add(512);
+            if next < ahead.cast() {
+                _mm_prefetch::<_MM_HINT_T0>(next.cast());
+            }
             let v = _mm_mul_ps(head2($xb), head2($yb));
             if $min {
                 m0 = _mm_add_ps(m0, v);
