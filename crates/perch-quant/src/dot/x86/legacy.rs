@@ -12,7 +12,7 @@
 //!
 //! Q4_1 goes block by block instead ([`dot1`] / [`dot4`]): the leading f16 words (scale and
 //! minimum, scale and sum) of both blocks are loaded and converted together, one multiply
-//! gives the scale product and the minimum term, two FMA chains alternate. Measured with
+//! gives the scale product and the minimum term, one FMA chain in ggml's order. Measured with
 //! thread CPU time, that made the one-row Q4_1 kernel 1.6x and the four-row one 1.7x faster
 //! (the separate pass over the minimum terms is gone); for Q4_0, Q5_0 and Q8_0 it was not
 //! clearly faster than the eight-block scheme, which they keep.
@@ -121,44 +121,37 @@ macro_rules! blocks8_x4 {
     }};
 }
 
-/// `Σ_blocks (dx·dy)·p + [Σ_blocks m·s]` for one weight row and one activation row: per block
-/// the two leading f16 words of each side (scale and minimum or sum) are loaded and converted
-/// together (`head2`), one multiply gives `[dx·dy, m·s, …]`, the scale product is broadcast
-/// into one of two FMA chains (even and odd blocks) and, for the `*_1` types (`$min`), the
-/// minimum terms go into one of two running sums. `$p` yields the block's eight lane sums.
-///
+/// `Σ_blocks (dx·dy)·p + [Σ_blocks m·s]` for one weight row and one activation row, block by
+/// block in ggml's order: per block the two leading f16 words of each side (scale and minimum
+/// or sum) are loaded and converted together (`head2`), one multiply gives `[dx·dy, m·s, …]`,
+/// the scale product is broadcast into the FMA accumulator and, for the `*_1` types
+/// (`$min`), the minimum term is added to a running sum. One accumulator, as ggml has: the
+/// same order of additions keeps results close to llama.cpp's on models whose outputs are
+/// sensitive to rounding (SmolLM2's greedy answers change with a two-chain order).
 macro_rules! dot1 {
     ($x:ident, $y:ident, $min:expr, |$xb:ident, $yb:ident| $p:expr) => {{
         assert_eq!($x.len(), $y.len(), "block counts");
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut m0, mut m1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        let mut it = $x.iter().zip($y);
-        let ahead = $x.as_ptr_range().end;
-        while let Some(($xb, $yb)) = it.next() {
+        let mut acc = _mm256_setzero_ps();
+        let mut m = _mm_setzero_ps();
+        let ahead = $x.as_ptr_range().end.cast::<u8>();
+        for ($xb, $yb) in $x.iter().zip($y) {
             // Weights stream from memory: ask for the blocks 512 bytes ahead now, which keeps
             // more cache-line fetches in flight than the hardware prefetcher does alone (the
             // one-row Q4_1 product over 64 MiB went from 5 to 10 GiB/s on one thread).
             let next = ($xb as *const _ as *const u8).wrapping_add(512);
-            if next < ahead.cast() {
+            if next < ahead {
                 _mm_prefetch::<_MM_HINT_T0>(next.cast());
             }
             let v = _mm_mul_ps(head2($xb), head2($yb));
             if $min {
-                m0 = _mm_add_ps(m0, v);
+                m = _mm_add_ps(m, v);
             }
             let p: __m256 = $p;
-            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc0);
-            let Some(($xb, $yb)) = it.next() else { break };
-            let v = _mm_mul_ps(head2($xb), head2($yb));
-            if $min {
-                m1 = _mm_add_ps(m1, v);
-            }
-            let p: __m256 = $p;
-            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc1);
+            acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc);
         }
-        let mut sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+        let mut sum = hsum_ps(acc);
         if $min {
-            sum += _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(m0, m1)));
+            sum += _mm_cvtss_f32(_mm_movehdup_ps(m));
         }
         sum
     }};
@@ -172,44 +165,25 @@ macro_rules! dot4 {
         for yr in $y {
             assert_eq!($x.len(), yr.len(), "block counts");
         }
-        let mut acc0 = [_mm256_setzero_ps(); 4];
-        let mut acc1 = [_mm256_setzero_ps(); 4];
-        let mut m0 = [_mm_setzero_ps(); 4];
-        let mut m1 = [_mm_setzero_ps(); 4];
-        let mut k = 0;
-        while k < $x.len() {
-            let $xb = &$x[k];
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut m = [_mm_setzero_ps(); 4];
+        for (k, $xb) in $x.iter().enumerate() {
             let ($q, xv) = ($qx, head2($xb));
             for r in 0..4 {
                 let $yb = &$y[r][k];
                 let v = _mm_mul_ps(xv, head2($yb));
                 if $min {
-                    m0[r] = _mm_add_ps(m0[r], v);
+                    m[r] = _mm_add_ps(m[r], v);
                 }
                 let p: __m256 = $p;
-                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc0[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc[r]);
             }
-            if k + 1 == $x.len() {
-                break;
-            }
-            let $xb = &$x[k + 1];
-            let ($q, xv) = ($qx, head2($xb));
-            for r in 0..4 {
-                let $yb = &$y[r][k + 1];
-                let v = _mm_mul_ps(xv, head2($yb));
-                if $min {
-                    m1[r] = _mm_add_ps(m1[r], v);
-                }
-                let p: __m256 = $p;
-                acc1[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(v), p, acc1[r]);
-            }
-            k += 2;
         }
         let mut out = [0f32; 4];
         for r in 0..4 {
-            out[r] = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));
+            out[r] = hsum_ps(acc[r]);
             if $min {
-                out[r] += _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(m0[r], m1[r])));
+                out[r] += _mm_cvtss_f32(_mm_movehdup_ps(m[r]));
             }
         }
         out
