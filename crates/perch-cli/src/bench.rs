@@ -282,7 +282,7 @@ fn time_prefix(model: &Arc<Model>, threads: usize, prefix: usize) -> Result<(f64
 }
 
 /// Tokens per second of one run of a test in a fresh context.
-fn time_test(
+pub(crate) fn time_test(
     model: &Arc<Model>,
     threads: usize,
     batch: usize,

@@ -4,7 +4,9 @@
 mod bench;
 mod chat;
 mod generate;
+mod imatrix;
 mod inspect;
+mod optimize;
 mod perplexity;
 mod quantize;
 mod run;
@@ -38,6 +40,10 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
     Perplexity(perplexity::PerplexityArgs),
+    /// Compute an importance matrix over a calibration text (llama.cpp's imatrix GGUF format).
+    Imatrix(imatrix::ImatrixArgs),
+    /// Find the smallest quantized variant of a model within a KL-divergence budget.
+    Optimize(optimize::OptimizeArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
     /// List the models in the store ($PERCH_HOME).
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Imatrix(args) => imatrix::run(args),
+        Command::Optimize(args) => optimize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::List => store::list(),
         Command::Show(args) => store::show(args),

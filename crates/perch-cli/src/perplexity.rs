@@ -55,6 +55,23 @@ pub struct PerplexityArgs {
     pub kl_divergence: Option<PathBuf>,
 }
 
+/// A text file, read leniently (invalid UTF-8 replaced), as llama.cpp's tools read theirs.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The token put at each chunk's start: BOS exactly when the vocabulary adds it to a text.
+pub(crate) fn chunk_bos(tokenizer: &Tokenizer) -> Result<Option<u32>> {
+    Ok(tokenizer
+        .encode("", true, false)
+        .context("cannot tokenize")?
+        .first()
+        .copied()
+        .filter(|&t| Some(t) == tokenizer.bos()))
+}
+
 /// Run the command.
 pub fn run(args: PerplexityArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads);
@@ -65,11 +82,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         bail!("--chunks must be positive");
     }
     let text = match &args.file {
-        Some(f) => Some(
-            std::fs::read(f)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .with_context(|| format!("cannot read {}", f.display()))?,
-        ),
+        Some(f) => Some(read_text(f)?),
         None if args.kl_divergence.is_none() => bail!("give the text to evaluate with -f FILE"),
         None => None,
     };
@@ -78,13 +91,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             .with_context(|| format!("cannot load model {}", args.model.display()))?,
     );
     let tokenizer = Tokenizer::from_gguf(model.file()).context("cannot load the tokenizer")?;
-    // BOS goes at each chunk's start exactly when the vocabulary adds it to a text.
-    let bos = tokenizer
-        .encode("", true, false)
-        .context("cannot tokenize")?
-        .first()
-        .copied()
-        .filter(|&t| Some(t) == tokenizer.bos());
+    let bos = chunk_bos(&tokenizer)?;
     let cfg = PerplexityConfig {
         n_ctx: args.ctx_size,
         n_chunks: args.chunks,

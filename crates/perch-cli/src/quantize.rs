@@ -19,8 +19,8 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     /// llama.cpp file type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
     /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE, Q1_0,
-    /// Q2_0, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are the _M mixes). The IQ1/IQ2/IQ3 mixes need an
-    /// importance matrix and quantizers perch does not have yet.
+    /// Q2_0, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are the _M mixes). The IQ1/IQ2/IQ3 mixes need
+    /// quantizers perch does not have yet.
     pub ftype: String,
     /// Allow dequantizing and quantizing again tensors that are already quantized.
     #[arg(long)]
@@ -41,6 +41,10 @@ pub struct QuantizeArgs {
     /// Copy output.weight unchanged.
     #[arg(long)]
     pub leave_output_tensor: bool,
+    /// An importance matrix (from `perch imatrix` or llama-imatrix, GGUF or legacy .dat):
+    /// the K- and I-quants and Q4_0/Q4_1/Q5_0/Q5_1 weight each column's rounding error by it.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Compute threads (default: the physical cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
@@ -120,6 +124,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .iter()
         .map(|s| parse_rule(s).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()?;
+    let imatrix = match &args.imatrix {
+        Some(p) => {
+            let m = perch_convert::Imatrix::read(p)?;
+            Some((std::sync::Arc::new(m), p.clone()))
+        }
+        None => None,
+    };
     let opts = QuantizeOptions {
         ftype,
         allow_requantize: args.allow_requantize,
@@ -129,7 +140,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             output_tensor_type,
             token_embedding_type,
             leave_output_tensor: args.leave_output_tensor,
+            has_imatrix: imatrix.is_some(),
         },
+        imatrix,
     };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
@@ -163,6 +176,18 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         report.tensors.len() - report.n_quantized(),
         report.elapsed.as_secs_f64(),
     );
+    if let Some((m, _)) = &opts.imatrix {
+        eprintln!(
+            "importance matrix: {} entries from {} chunks of {}",
+            m.entries.len(),
+            m.chunk_count,
+            if m.datasets.is_empty() {
+                "an unnamed text".to_string()
+            } else {
+                m.datasets.join(", ")
+            }
+        );
+    }
     eprintln!(
         "size: {} ({:.2} bits per weight) -> {} ({:.2} bits per weight)",
         human_bytes(report.file_in),

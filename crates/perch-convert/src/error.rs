@@ -74,7 +74,8 @@ pub enum ConvertError {
     /// llama.cpp requires an importance matrix for this tensor's type in this file type.
     #[error(
         "tensor {tensor} would be {ty} in a {ftype} file, which needs an importance matrix \
-         (--imatrix, not supported by perch yet); choose another file type or --tensor-type"
+         for it (give one with --imatrix, made by `perch imatrix`), or choose another file type \
+         or --tensor-type"
     )]
     NeedsImatrix {
         /// The tensor.
@@ -84,6 +85,22 @@ pub enum ConvertError {
         /// The file type's name.
         ftype: String,
     },
+    /// The importance matrix does not fit a tensor.
+    #[error(
+        "the importance matrix has {got} values for tensor {tensor}, which needs {want} \
+         (was it made for another model?)"
+    )]
+    ImatrixSize {
+        /// The tensor.
+        tensor: String,
+        /// Values in the imatrix.
+        got: usize,
+        /// Columns times experts of the tensor.
+        want: usize,
+    },
+    /// The importance-matrix file could not be used.
+    #[error(transparent)]
+    Imatrix(#[from] crate::imatrix::ImatrixError),
     /// A type given by a flag does not fit the tensor's rows.
     #[error("tensor {tensor}: rows of {ncols} elements do not divide into {ty} blocks")]
     Indivisible {

@@ -16,11 +16,13 @@
 
 pub mod error;
 pub mod ftype;
+pub mod imatrix;
 pub mod mix;
 pub mod quantize;
 
 pub use error::{ConvertError, Result};
 pub use ftype::FileType;
+pub use imatrix::{Imatrix, ImatrixData, ImatrixError};
 pub use mix::{MixOptions, ModelFacts, TensorTypeRule};
 pub use quantize::{
     Progress, QuantizeOptions, QuantizeReport, TensorChoice, allows_quantization, decide_types,

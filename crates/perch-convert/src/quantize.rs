@@ -17,7 +17,8 @@
 //! A tensor already in the chosen type is copied byte for byte. A quantized tensor that would
 //! change type is refused unless requantizing is allowed; it is then dequantized to f32 first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perch_gguf::{GgufFile, GgufWriter, TensorInfo, Value, keys};
@@ -25,6 +26,7 @@ use perch_quant::{GgmlType, dequantize_row, has_dequantizer, has_quantizer, quan
 use rayon::prelude::*;
 
 use crate::error::{ConvertError, Result};
+use crate::imatrix::Imatrix;
 use crate::mix::{FileType, MixOptions, Mixer, ModelFacts, llama_order};
 
 /// Keys of split files, which a single output file must not carry.
@@ -42,6 +44,9 @@ pub struct QuantizeOptions {
     pub allow_requantize: bool,
     /// `--pure`, `--tensor-type` and the other flags that change the mix.
     pub mix: MixOptions,
+    /// `--imatrix`: the importance matrix and the file it came from (recorded in the output's
+    /// `quantize.imatrix.*` metadata).
+    pub imatrix: Option<(Arc<Imatrix>, PathBuf)>,
 }
 
 impl QuantizeOptions {
@@ -51,6 +56,7 @@ impl QuantizeOptions {
             ftype,
             allow_requantize: false,
             mix: MixOptions::default(),
+            imatrix: None,
         }
     }
 }
@@ -66,7 +72,7 @@ pub struct TensorChoice {
     pub to: GgmlType,
     /// Whether `to` is a fallback because the rows do not divide into the target's blocks.
     pub fallback: bool,
-    /// Whether llama.cpp requires an importance matrix for `to` here (perch has none yet).
+    /// Whether llama.cpp requires an importance matrix for `to` here.
     pub needs_imatrix: bool,
 }
 
@@ -243,10 +249,14 @@ pub fn plan(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>
 pub fn decide_types(file: &GgufFile, opts: &QuantizeOptions) -> Result<Vec<TensorChoice>> {
     let tensors = file.tensors();
     let facts = ModelFacts::from_file(file);
+    let mix = MixOptions {
+        has_imatrix: opts.mix.has_imatrix || opts.imatrix.is_some(),
+        ..opts.mix.clone()
+    };
     let mut mixer = Mixer::new(
         opts.ftype,
         &facts,
-        &opts.mix,
+        &mix,
         tensors.iter().map(|t| t.name.as_str()),
     );
     let mut order: Vec<usize> = (0..tensors.len()).collect();
@@ -305,12 +315,23 @@ pub fn quantize_file(
     }
     let file = GgufFile::open(input)?;
     let choices = plan(&file, opts)?;
-    if let Some(c) = choices.iter().find(|c| c.needs_imatrix) {
-        return Err(ConvertError::NeedsImatrix {
-            tensor: c.name.clone(),
-            ty: c.to,
-            ftype: opts.ftype.name().to_string(),
-        });
+    let imatrix = opts.imatrix.as_ref().map(|(m, _)| m.as_ref());
+    // Each quantized tensor's importance weights (columns × experts), checked up front so a
+    // wrong file fails before anything is written.
+    let mut weights: Vec<Option<Vec<f32>>> = Vec::with_capacity(choices.len());
+    for (t, c) in file.tensors().iter().zip(&choices) {
+        let w = match imatrix {
+            Some(m) if !c.is_copy() => tensor_importance(m, t)?,
+            _ => None,
+        };
+        if w.is_none() && c.needs_imatrix {
+            return Err(ConvertError::NeedsImatrix {
+                tensor: c.name.clone(),
+                ty: c.to,
+                ftype: opts.ftype.name().to_string(),
+            });
+        }
+        weights.push(w);
     }
 
     let mut md = file.metadata().clone();
@@ -318,6 +339,17 @@ pub fn quantize_file(
     md.set(keys::GENERAL_FILE_TYPE, Value::U32(opts.ftype.id()));
     for k in SPLIT_KEYS {
         md.remove(k);
+    }
+    if let Some((m, path)) = &opts.imatrix {
+        md.set("quantize.imatrix.file", path.to_string_lossy().into_owned());
+        if let Some(d) = m.datasets.first() {
+            md.set("quantize.imatrix.dataset", d.clone());
+        }
+        md.set(
+            "quantize.imatrix.entries_count",
+            Value::U32(m.entries.len() as u32),
+        );
+        md.set("quantize.imatrix.chunks_count", Value::U32(m.chunk_count));
     }
     let infos = file
         .tensors()
@@ -335,7 +367,14 @@ pub fn quantize_file(
         if c.is_copy() {
             writer.write_tensor(&t.name, view.data)?;
         } else {
-            convert_tensor(t, c, view.data, &mut buf, &mut writer)?;
+            convert_tensor(
+                t,
+                c,
+                weights[i].as_deref(),
+                view.data,
+                &mut buf,
+                &mut writer,
+            )?;
         }
         bytes_done += t.n_bytes;
         on_progress(Progress {
@@ -360,10 +399,35 @@ pub fn quantize_file(
     })
 }
 
+/// The importance weights for tensor `t` (its columns times its experts), `None` when the
+/// matrix has no entry (as llama-quantize, which then quantizes without); an entry of the
+/// wrong size is an error, except for the token embeddings, which llama-quantize skips.
+fn tensor_importance(m: &Imatrix, t: &TensorInfo) -> Result<Option<Vec<f32>>> {
+    let Some(w) = m.importance(&t.name) else {
+        tracing::info!(tensor = %t.name, "no importance weights in the imatrix");
+        return Ok(None);
+    };
+    let n_mat = t.dims.get(2).copied().unwrap_or(1) as usize;
+    let want = t.dims[0] as usize * n_mat;
+    if w.len() == want {
+        Ok(Some(w))
+    } else if t.name == "token_embd.weight" {
+        Ok(None)
+    } else {
+        Err(ConvertError::ImatrixSize {
+            tensor: t.name.clone(),
+            got: w.len(),
+            want,
+        })
+    }
+}
+
 /// Converts one tensor row by row, in slabs of rows, in parallel over the rows of a slab.
+/// `importance`, when given, holds each expert's column weights one after the other.
 fn convert_tensor(
     t: &TensorInfo,
     c: &TensorChoice,
+    importance: Option<&[f32]>,
     src: &[u8],
     buf: &mut Vec<u8>,
     writer: &mut GgufWriter,
@@ -382,20 +446,27 @@ fn convert_tensor(
         tensor: t.name.clone(),
         source,
     };
+    // Rows per expert: importance weights change every this many rows.
+    let rows_per_mat = t.dims.get(1).copied().unwrap_or(1).max(1) as usize;
+    let mut first_row = 0;
     for slab in src.chunks(rows_per_slab * row_in) {
         let n_rows = slab.len() / row_in;
         buf.clear();
         buf.resize(n_rows * row_out, 0);
         buf.par_chunks_mut(row_out)
             .zip(slab.par_chunks(row_in))
+            .enumerate()
             .try_for_each_init(
                 || vec![0f32; ncols],
-                |row, (dst, src)| {
+                |row, (r, (dst, src))| {
                     dequantize_row(c.from, src, row)?;
-                    quantize_row(c.to, row, dst, None)
+                    let mat = (first_row + r) / rows_per_mat;
+                    let w = importance.map(|w| &w[mat * ncols..(mat + 1) * ncols]);
+                    quantize_row(c.to, row, dst, w)
                 },
             )
             .map_err(quant_err)?;
+        first_row += n_rows;
         writer.write_tensor_chunk(buf)?;
     }
     Ok(())

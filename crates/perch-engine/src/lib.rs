@@ -17,6 +17,7 @@ pub mod attention;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod imatrix;
 pub mod kv;
 pub mod loader;
 pub mod model;
@@ -29,6 +30,6 @@ pub mod synth;
 
 pub use config::{Arch, ModelConfig};
 pub use error::{EngineError, Result};
-pub use model::{LogitsWanted, Model, SeqStep, Workspace};
+pub use model::{LogitsWanted, MatmulObserver, Model, SeqStep, Workspace};
 pub use sampling::{Sampler, SamplingError, SamplingParams, StopMatcher};
 pub use session::Session;

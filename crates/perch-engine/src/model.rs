@@ -59,9 +59,18 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Sees the input of every matrix product of a forward pass: `x` holds `rows` activation
+/// rows of `cols` values, about to be multiplied by the weight tensor named `weight`. Used to
+/// collect importance matrices (`perch imatrix`).
+pub trait MatmulObserver: Send {
+    /// Called before the product of `weight` with `x`.
+    fn observe(&mut self, weight: &str, x: &[f32], rows: usize, cols: usize);
+}
+
 /// Reusable buffers for the forward pass, so a step allocates nothing once warmed up.
 #[derive(Default)]
 pub struct Workspace {
+    observer: Option<Box<dyn MatmulObserver>>,
     x: Vec<f32>,
     h: Vec<f32>,
     q: Vec<f32>,
@@ -115,6 +124,17 @@ impl ActCache {
     }
 }
 
+impl Workspace {
+    /// Installs (or with `None` removes) the observer of matrix-product inputs, returning the
+    /// previous one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn MatmulObserver>>,
+    ) -> Option<Box<dyn MatmulObserver>> {
+        std::mem::replace(&mut self.observer, observer)
+    }
+}
+
 impl Model {
     /// Open and load a GGUF model file.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
@@ -150,14 +170,19 @@ impl Model {
     }
 
     /// `out[r][o] = W[o] · x[r]` for `rows` rows of activations `x`.
+    #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
         m: &MatrixRef,
+        obs: &mut Option<Box<dyn MatmulObserver>>,
         acts: &mut ActCache,
         x: &[f32],
         rows: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        if let Some(o) = obs.as_mut() {
+            o.observe(&m.name, x, rows, m.cols);
+        }
         out.resize(rows * m.rows, 0.0);
         let a = acts.get(m.ty, x, rows, m.cols)?;
         perch_quant::matmul(&self.weight(m), a, out).map_err(|e| EngineError::Kernel(e.to_string()))
@@ -166,9 +191,11 @@ impl Model {
     /// `outs[i][r][o] = Ms[i][o] · x[r]` for matrices that read the same activations, in one
     /// parallel pass when they pair with the same activation type (one quantization of `x`,
     /// one fork and join of the compute threads instead of one per matrix).
+    #[allow(clippy::too_many_arguments)]
     fn matmul_multi(
         &self,
         ms: &[&MatrixRef],
+        obs: &mut Option<Box<dyn MatmulObserver>>,
         acts: &mut ActCache,
         x: &[f32],
         rows: usize,
@@ -177,9 +204,14 @@ impl Model {
         let act = perch_quant::vec_dot_type(ms[0].ty);
         if ms.iter().any(|m| perch_quant::vec_dot_type(m.ty) != act) {
             for (m, out) in ms.iter().zip(outs.iter_mut()) {
-                self.matmul(m, acts, x, rows, out)?;
+                self.matmul(m, obs, acts, x, rows, out)?;
             }
             return Ok(());
+        }
+        if let Some(o) = obs.as_mut() {
+            for m in ms {
+                o.observe(&m.name, x, rows, m.cols);
+            }
         }
         for (m, out) in ms.iter().zip(outs.iter_mut()) {
             out.resize(rows * m.rows, 0.0);
@@ -275,6 +307,7 @@ impl Model {
         let mut logits = Vec::new();
         self.matmul(
             &self.globals.output,
+            &mut ws.observer,
             &mut ws.acts,
             &ws.h,
             keep.len(),
@@ -306,13 +339,14 @@ impl Model {
         match &layer.qkv {
             QkvWeights::Separate { q, k, v } => self.matmul_multi(
                 &[q, k, v],
+                &mut ws.observer,
                 &mut ws.acts,
                 &ws.h,
                 n,
                 &mut [&mut ws.q, &mut ws.k, &mut ws.v],
             )?,
             QkvWeights::Fused(w) => {
-                self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
+                self.matmul(w, &mut ws.observer, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
                 split_rows(
                     &ws.qkv,
                     n,
@@ -375,7 +409,14 @@ impl Model {
 
         // Output projection and residual.
         ws.acts.invalidate();
-        self.matmul(&layer.wo, &mut ws.acts, &ws.attn, n, &mut ws.o)?;
+        self.matmul(
+            &layer.wo,
+            &mut ws.observer,
+            &mut ws.acts,
+            &ws.attn,
+            n,
+            &mut ws.o,
+        )?;
         if let Some(w) = &layer.attn_post_norm {
             ops::rms_norm(&mut ws.o, n_embd, w, cfg.rms_eps);
         }
@@ -387,13 +428,14 @@ impl Model {
         match &layer.gate_up {
             GateUpWeights::Separate { gate, up } => self.matmul_multi(
                 &[gate, up],
+                &mut ws.observer,
                 &mut ws.acts,
                 &ws.h,
                 n,
                 &mut [&mut ws.gate, &mut ws.up],
             )?,
             GateUpWeights::Fused(w) => {
-                self.matmul(w, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
+                self.matmul(w, &mut ws.observer, &mut ws.acts, &ws.h, n, &mut ws.qkv)?;
                 split_rows(
                     &ws.qkv,
                     n,
@@ -403,7 +445,14 @@ impl Model {
         }
         ops::glu(&mut ws.gate, &ws.up, cfg.activation);
         ws.acts_ffn.invalidate();
-        self.matmul(&layer.down, &mut ws.acts_ffn, &ws.gate, n, &mut ws.o)?;
+        self.matmul(
+            &layer.down,
+            &mut ws.observer,
+            &mut ws.acts_ffn,
+            &ws.gate,
+            n,
+            &mut ws.o,
+        )?;
         if let Some(w) = &layer.ffn_post_norm {
             ops::rms_norm(&mut ws.o, n_embd, w, cfg.rms_eps);
         }

@@ -111,7 +111,7 @@ pub struct NllStats {
 }
 
 impl NllStats {
-    fn add(&mut self, nll: f64) {
+    pub(crate) fn add(&mut self, nll: f64) {
         self.sum += nll;
         self.sum2 += nll * nll;
         self.count += 1;
@@ -196,7 +196,7 @@ pub fn count_chunks(n_tokens: usize, n_ctx: usize, limit: Option<usize>) -> Resu
 }
 
 /// Log-sum-exp of a row in `f64`, with the row's largest value and its first index.
-fn log_sum_exp(row: &[f32]) -> (f64, f32, usize) {
+pub(crate) fn log_sum_exp(row: &[f32]) -> (f64, f32, usize) {
     let (mut imax, mut max) = (0, f32::NEG_INFINITY);
     for (i, &v) in row.iter().enumerate() {
         if v > max {
@@ -209,7 +209,7 @@ fn log_sum_exp(row: &[f32]) -> (f64, f32, usize) {
 }
 
 /// Checks the settings against the model and opens a session for them.
-fn open_session(model: &Arc<Model>, cfg: &PerplexityConfig) -> Result<Session> {
+pub(crate) fn open_session(model: &Arc<Model>, cfg: &PerplexityConfig) -> Result<Session> {
     let train = model.config().n_ctx_train;
     if train > 0 && cfg.n_ctx > train {
         return Err(PerplexityError::BadOption(format!(

@@ -177,6 +177,15 @@ impl Session {
         }
     }
 
+    /// Installs (or with `None` removes) an observer of every matrix product's input,
+    /// returning the previous one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn crate::MatmulObserver>>,
+    ) -> Option<Box<dyn crate::MatmulObserver>> {
+        self.ws.set_observer(observer)
+    }
+
     /// Forget the whole context.
     pub fn clear(&mut self) {
         self.tokens.clear();

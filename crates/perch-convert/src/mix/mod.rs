@@ -74,6 +74,8 @@ pub struct MixOptions {
     pub token_embedding_type: Option<GgmlType>,
     /// `--leave-output-tensor`: copy `output.weight` unchanged.
     pub leave_output_tensor: bool,
+    /// Whether an importance matrix is given (`--imatrix`): a few rules differ with one.
+    pub has_imatrix: bool,
 }
 
 /// The model facts the rules read, from the file's metadata.
@@ -404,6 +406,7 @@ impl<'a> Mixer<'a> {
         let ft = self.ftype;
         let m = self.facts;
         let gqa = m.n_gqa();
+        let imx = self.opts.has_imatrix;
         let mut ty = default;
         if category == C::Output || (self.tied_embeddings && category == C::TokenEmbd) {
             if let Some(t) = self.opts.output_tensor_type {
@@ -466,7 +469,15 @@ impl<'a> Mixer<'a> {
             match ft {
                 F::Q2_K => ty = if gqa >= 4 { T::Q4_K } else { T::Q3_K },
                 F::Q2_K_S if gqa >= 4 => ty = T::Q4_K,
-                F::IQ3_XXS => ty = if gqa >= 4 { T::Q4_K } else { T::IQ3_S },
+                F::IQ3_XXS => {
+                    ty = if gqa >= 4 {
+                        T::Q4_K
+                    } else if imx {
+                        T::IQ3_XXS
+                    } else {
+                        T::IQ3_S
+                    }
+                }
                 F::IQ3_XS | F::IQ3_S if gqa >= 4 => ty = T::Q4_K,
                 F::IQ3_M => ty = T::Q4_K,
                 F::Q3_K_M => ty = if i < 2 { T::Q5_K } else { T::Q4_K },
@@ -503,7 +514,7 @@ impl<'a> Mixer<'a> {
             match ft {
                 F::Q2_K => ty = T::Q3_K,
                 F::Q2_K_S if i < n / 8 => ty = T::Q4_K,
-                F::IQ3_XXS => ty = if i < n / 8 { T::Q4_K } else { T::Q3_K },
+                F::IQ3_XXS if !imx => ty = if i < n / 8 { T::Q4_K } else { T::Q3_K },
                 F::Q3_K_M => {
                     ty = if i < n / 16 {
                         T::Q5_K
@@ -528,7 +539,11 @@ impl<'a> Mixer<'a> {
                         ty = T::Q6_K;
                     }
                 }
-                F::IQ4_NL | F::IQ4_XS if i < n / 8 => ty = T::Q5_K,
+                F::IQ4_NL | F::IQ4_XS if i < n / 8 && !imx => ty = T::Q5_K,
+                // Guards the first ffn_down layers of Q4_0/Q5_0, only with an imatrix (so
+                // files made without one stay as they were).
+                F::Q4_0 if imx && i < n / 8 => ty = T::Q4_1,
+                F::Q5_0 if imx && i < n / 8 => ty = T::Q5_1,
                 F::Q5_K_M if use_more_bits(i, n) => ty = T::Q6_K,
                 F::Q4_K_S if !falcon && i < n / 8 => ty = T::Q5_K,
                 _ => {}
