@@ -79,16 +79,7 @@ pub fn speed(args: SpeedArgs) -> Result<()> {
         Some(other) => bail!("--vs takes llama.cpp, not {other:?}"),
     };
     let root = perch_fixtures::workspace_root();
-    eprintln!("==> cargo build --release -p perch-cli");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "perch-cli"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building perch failed");
-    }
-    let perch = root.join("target/release/perch");
+    let perch = build_perch()?;
 
     let bar = ProgressBar::with_draw_target(
         Some((args.threads.len() * (1 + usize::from(peer.is_some()))) as u64),
@@ -234,8 +225,32 @@ fn run_llama_bench(
         .collect())
 }
 
+/// Builds perch in release and returns the binary's path.
+pub fn build_perch() -> Result<PathBuf> {
+    let root = perch_fixtures::workspace_root();
+    eprintln!("==> cargo build --release -p perch-cli");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "perch-cli"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building perch failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/perch"))
+}
+
 /// llama-bench from `--peer-bin`, `$PERCH_PEER_BIN`, or the peer script's default folder.
 fn find_llama_bench(dir: Option<&Path>) -> Result<PathBuf> {
+    find_peer_tool(dir, "llama-bench")
+}
+
+/// One of the peer's tools from `--peer-bin`, `$PERCH_PEER_BIN`, or the peer script's default
+/// folder.
+pub fn find_peer_tool(dir: Option<&Path>, tool: &str) -> Result<PathBuf> {
     let default = std::env::var_os("HOME").map(|h| {
         PathBuf::from(h)
             .join(".cache/perch-peer/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")
@@ -244,10 +259,10 @@ fn find_llama_bench(dir: Option<&Path>) -> Result<PathBuf> {
         .map(Path::to_path_buf)
         .or(default)
         .context("no --peer-bin and no HOME")?;
-    let bin = dir.join("llama-bench");
+    let bin = dir.join(tool);
     if !bin.is_file() {
         bail!(
-            "llama-bench not found in {}: build the peer with ../shared/tools/peer-llama-cpp.sh \
+            "{tool} not found in {}: build the peer with ../shared/tools/peer-llama-cpp.sh \
              (20-30 minutes) or pass --peer-bin",
             dir.display()
         );

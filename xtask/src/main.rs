@@ -3,6 +3,7 @@
 mod bench;
 mod ci;
 mod fixtures;
+mod quality;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Task {
 enum BenchTask {
     /// Prompt processing and generation tokens/s, perch beside llama.cpp (`--vs llama.cpp`).
     Speed(bench::SpeedArgs),
+    /// Size, perplexity and KL divergence per quantization type, perch beside llama-quantize.
+    Quality(quality::QualityArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTask::Speed(args),
         } => bench::speed(args),
+        Task::Bench {
+            what: BenchTask::Quality(args),
+        } => quality::quality(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
