@@ -29,6 +29,13 @@ enum Task {
     },
     /// Run the whole check: fixtures, fmt, clippy -D warnings, all tests (ci profile).
     Ci,
+    /// Write a random-weight model of a real shape (llama-3.2-1b, qwen2.5-0.5b, llama-3-8b)
+    /// for speed work: `cargo xtask synth --shape llama-3.2-1b --type Q4_K_M -o FILE`.
+    Synth {
+        /// Arguments passed on (--shape, --type, -o, --seed).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmarks of the whole system (speed beside llama.cpp).
     Bench {
         #[command(subcommand)]
@@ -44,11 +51,32 @@ enum BenchTask {
     Quality(quality::QualityArgs),
 }
 
+/// Runs the synthetic-model writer (an example of perch-cli) in release.
+fn synth(args: &[String]) -> anyhow::Result<()> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "perch-cli",
+            "--example",
+            "synth",
+            "--",
+        ])
+        .args(args)
+        .current_dir(perch_fixtures::workspace_root())
+        .status()?;
+    anyhow::ensure!(status.success(), "synth failed");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Fixtures { write_manifest } => fixtures::run(write_manifest),
         Task::Ci => ci::run(),
+        Task::Synth { args } => synth(&args),
         Task::Bench {
             what: BenchTask::Speed(args),
         } => bench::speed(args),

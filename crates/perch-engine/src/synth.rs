@@ -330,3 +330,39 @@ pub fn tiny_vocab(arch: Arch) -> Option<&'static str> {
 
 /// The weight types the tiny test models are written in.
 pub const TINY_TYPES: &[GgmlType] = &[GgmlType::F32, GgmlType::Q8_0];
+
+/// Real model shapes for speed work (`cargo xtask synth --shape NAME`): the name, the
+/// vocabulary borrowed from llama.cpp's vocab files (`ggml-vocab-NAME.gguf`), and the shape.
+pub const SHAPES: &[(&str, &str)] = &[
+    ("llama-3.2-1b", "llama-bpe"),
+    ("qwen2.5-0.5b", "qwen2"),
+    ("llama-3-8b", "llama-bpe"),
+];
+
+impl SynthSpec {
+    /// The shape of a published model (see [`SHAPES`]), with `weight_type` matrices.
+    pub fn named(name: &str, weight_type: GgmlType, seed: u64) -> Option<SynthSpec> {
+        // (arch, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx, untied output)
+        let (arch, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx, untied) = match name {
+            "llama-3.2-1b" => (Arch::Llama, 2048, 16, 32, 8, 64, 8192, 131_072, false),
+            "qwen2.5-0.5b" => (Arch::Qwen2, 896, 24, 14, 2, 64, 4864, 32_768, false),
+            "llama-3-8b" => (Arch::Llama, 4096, 32, 32, 8, 128, 14_336, 8192, true),
+            _ => return None,
+        };
+        Some(SynthSpec {
+            arch,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_ctx,
+            weight_type,
+            embd_type: weight_type,
+            untied_output: untied,
+            sliding_window: 0,
+            seed,
+        })
+    }
+}
