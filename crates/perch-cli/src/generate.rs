@@ -30,6 +30,10 @@ pub struct ModelArgs {
     /// KV cache element type: f16, or q8_0 for about half the memory.
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,
+    /// Speculative decoding by prompt lookup: up to N draft tokens per step, guessed from the
+    /// context and verified in the same step (same output, fewer steps when text repeats).
+    #[arg(long = "draft-ngram", value_name = "N", default_value_t = 0)]
+    pub draft_ngram: usize,
 }
 
 /// Sampling flags shared by `run` and `chat` (llama.cpp's defaults).
@@ -95,6 +99,8 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
         max_batch_tokens: args.batch_size,
         chat_template,
         kv_type: args.kv_type,
+        speculative: (args.draft_ngram > 0)
+            .then(|| perch_engine::speculative::Speculative::ngram(args.draft_ngram)),
     };
     if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");

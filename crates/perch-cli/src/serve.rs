@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// KV cache element type: f16, or q8_0 for about twice the tokens in the same memory.
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,
+    /// Speculative decoding by prompt lookup: up to N draft tokens per step, guessed from the
+    /// context and verified in the same step (same output, fewer steps when text repeats).
+    #[arg(long = "draft-ngram", value_name = "N", default_value_t = 0)]
+    pub draft_ngram: usize,
     /// Most tokens computed in one forward step (decode tokens plus prompt chunks).
     #[arg(long = "batch-tokens", default_value_t = 512)]
     pub batch_tokens: usize,
@@ -112,6 +116,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             threads: args.threads,
             max_batch_tokens: args.batch_tokens,
             kv_type: args.kv_type,
+            speculative: (args.draft_ngram > 0)
+                .then(|| perch_engine::speculative::Speculative::ngram(args.draft_ngram)),
             ..LoadOptions::default()
         },
         api_key: args.api_key.filter(|k| !k.is_empty()),

@@ -21,6 +21,7 @@ use crate::kv::{BlockPool, KvLayout, KvStorage, KvType, PoolStats};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
 use crate::sampling::{Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
+use crate::speculative::Speculative;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Element type of the KV cache.
     pub kv_type: KvType,
+    /// Speculative decoding by prompt lookup (off when `None`).
+    pub speculative: Option<Speculative>,
 }
 
 impl EngineConfig {
@@ -78,6 +81,7 @@ impl EngineConfig {
             max_running: 64.max(parallel),
             threads,
             kv_type,
+            speculative: None,
         }
     }
 
@@ -194,6 +198,10 @@ pub struct EngineStats {
     pub tokens_computed: u64,
     /// Sequences preempted because the KV pool ran out (recomputed later).
     pub preemptions: u64,
+    /// Speculative draft tokens computed.
+    pub draft_tokens: u64,
+    /// Draft tokens the sampler accepted.
+    pub draft_accepted: u64,
 }
 
 enum Command {
@@ -285,7 +293,10 @@ impl Engine {
             steps: 0,
             tokens_computed: 0,
             preemptions: 0,
+            draft_tokens: 0,
+            draft_accepted: 0,
             max_seq_len: cfg.max_seq_len,
+            speculative: cfg.speculative,
         };
         let thread = std::thread::Builder::new()
             .name("perch-engine".into())
@@ -403,7 +414,10 @@ struct Loop {
     steps: u64,
     tokens_computed: u64,
     preemptions: u64,
+    draft_tokens: u64,
+    draft_accepted: u64,
     max_seq_len: usize,
+    speculative: Option<Speculative>,
 }
 
 impl Loop {
@@ -531,7 +545,9 @@ impl Loop {
                     tokens: &seq.tokens[s.start..s.start + s.len],
                     start_pos: s.start,
                     table: &seq.table,
-                    logits: if s.sample {
+                    logits: if s.draft > 0 {
+                        LogitsWanted::All
+                    } else if s.sample {
                         LogitsWanted::Last
                     } else {
                         LogitsWanted::None
@@ -549,28 +565,68 @@ impl Loop {
         let n_vocab = self.model.config().n_vocab;
         let mut rows = logits.chunks_exact(n_vocab);
         for s in plan.seqs.iter().filter(|s| s.sample) {
-            let row = rows.next().expect("one logits row per sampled sequence");
-            self.sample(s.id, row);
+            if s.draft == 0 {
+                let row = rows.next().expect("one logits row per sampled sequence");
+                self.sample(s.id, &[row], &[]);
+            } else {
+                let rs: Vec<&[f32]> = rows.by_ref().take(s.len).collect();
+                let seq = self.sched.get(s.id).expect("scheduled sequence exists");
+                let drafts = seq.tokens[seq.verified_len()..].to_vec();
+                self.draft_tokens += drafts.len() as u64;
+                self.sample(s.id, &rs, &drafts);
+            }
         }
         Ok(())
     }
 
-    fn sample(&mut self, id: SeqId, logits: &[f32]) {
-        let outcome = match self.reqs.get_mut(&id) {
-            Some(r) => Self::sample_one(r, &self.tokenizer, logits),
-            None => return,
-        };
-        match outcome {
-            Err(msg) => self.fail(id, &msg),
-            Ok(Some(finish)) => self.finish(id, finish),
-            Ok(None) => {
-                let token = self.reqs[&id].last;
-                let room = self.sched.append_token(id, token);
-                let r = &self.reqs[&id];
-                if !room || r.generated >= r.max_tokens {
-                    self.finish(id, FinishReason::Length);
-                }
+    /// Samples sequence `id` from `rows` of logits: the row of its last verified token, then
+    /// one per draft. A draft is kept while the sampler picks exactly it; the first token
+    /// that differs (or the one after the last kept draft) is appended as usual.
+    fn sample(&mut self, id: SeqId, rows: &[&[f32]], drafts: &[u32]) {
+        let mut accepted = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let outcome = match self.reqs.get_mut(&id) {
+                Some(r) => Self::sample_one(r, &self.tokenizer, row),
+                None => return,
+            };
+            match outcome {
+                Err(msg) => return self.fail(id, &msg),
+                Ok(Some(finish)) => return self.finish(id, finish),
+                Ok(None) => {}
             }
+            let r = &self.reqs[&id];
+            let token = r.last;
+            let done = r.generated >= r.max_tokens;
+            if !done && drafts.get(i) == Some(&token) {
+                accepted += 1;
+                continue;
+            }
+            self.draft_accepted += accepted as u64;
+            if !drafts.is_empty() {
+                self.sched.resolve_drafts(id, accepted);
+            }
+            let room = self.sched.append_token(id, token);
+            if !room || done {
+                return self.finish(id, FinishReason::Length);
+            }
+            self.propose(id);
+            return;
+        }
+    }
+
+    /// Sets the next drafts of `id` by prompt lookup, when speculation is on.
+    fn propose(&mut self, id: SeqId) {
+        let Some(spec) = self.speculative else {
+            return;
+        };
+        let (Some(r), Some(seq)) = (self.reqs.get(&id), self.sched.get(id)) else {
+            return;
+        };
+        // No more drafts than tokens the request may still produce after the next one.
+        let limit = r.max_tokens.saturating_sub(r.generated + 1);
+        let drafts = spec.draft(&seq.tokens, limit);
+        if !drafts.is_empty() {
+            self.sched.set_drafts(id, &drafts);
         }
     }
 
@@ -647,6 +703,8 @@ impl Loop {
             steps: self.steps,
             tokens_computed: self.tokens_computed,
             preemptions: self.preemptions,
+            draft_tokens: self.draft_tokens,
+            draft_accepted: self.draft_accepted,
         };
     }
 }

@@ -26,6 +26,7 @@ pub mod perplexity;
 pub mod sampling;
 pub mod scheduler;
 pub mod session;
+pub mod speculative;
 pub mod synth;
 
 pub use config::{Arch, ModelConfig};

@@ -34,6 +34,8 @@ pub struct LoadOptions {
     pub chat_template: Option<String>,
     /// Element type of the KV cache.
     pub kv_type: KvType,
+    /// Speculative decoding by prompt lookup (off when `None`).
+    pub speculative: Option<crate::speculative::Speculative>,
 }
 
 impl Default for LoadOptions {
@@ -46,6 +48,7 @@ impl Default for LoadOptions {
             max_batch_tokens: 512,
             chat_template: None,
             kv_type: KvType::F16,
+            speculative: None,
         }
     }
 }
@@ -138,6 +141,7 @@ impl ChatModel {
             opts.kv_type,
         );
         cfg.max_batch_tokens = opts.max_batch_tokens.max(1);
+        cfg.speculative = opts.speculative;
         tracing::info!(
             path = %path.display(),
             arch = %model.config().arch_name,

@@ -79,6 +79,8 @@ pub struct Sequence {
     pub num_cached: usize,
     /// How often it was preempted.
     pub preemptions: u32,
+    /// Trailing tokens of `tokens` that are speculative drafts, not yet verified.
+    pub num_draft: usize,
     /// Hashes of its full blocks committed to the prefix cache so far.
     hashes: Vec<BlockHash>,
 }
@@ -86,6 +88,11 @@ pub struct Sequence {
 impl Sequence {
     fn wanted(&self) -> usize {
         self.tokens.len() - self.num_computed
+    }
+
+    /// Tokens known to be part of the output (everything but the drafts).
+    pub fn verified_len(&self) -> usize {
+        self.tokens.len() - self.num_draft
     }
 }
 
@@ -100,6 +107,9 @@ pub struct Scheduled {
     pub len: usize,
     /// Whether the step reaches the sequence's last token, so its logits give the next one.
     pub sample: bool,
+    /// Speculative drafts among the scheduled tokens (the last `draft` ones): every
+    /// scheduled token's logits are wanted, to verify them.
+    pub draft: usize,
 }
 
 /// The plan of one step.
@@ -192,6 +202,7 @@ impl Scheduler {
             table: BlockTable::new(),
             num_cached: 0,
             preemptions: 0,
+            num_draft: 0,
             hashes: Vec::new(),
         });
         Ok(())
@@ -215,14 +226,20 @@ impl Scheduler {
             let mut i = 0;
             while i < self.running.len() && budget > 0 {
                 let want = self.running[i].wanted();
+                let draft = self.running[i].num_draft;
                 let decoding = self.running[i].num_computed
                     >= self.running[i].prompt_len.max(1) - 1
-                    && want == 1;
+                    && want == 1 + draft;
                 if want == 0
                     || decoding != decode_pass
                     || plan.seqs.iter().any(|s| s.id == self.running[i].id)
                 {
                     i += 1;
+                    continue;
+                }
+                // Drafts only ride along whole; when they do not fit they are dropped.
+                if decoding && draft > 0 && want > budget {
+                    self.drop_drafts(i);
                     continue;
                 }
                 let n = want.min(budget);
@@ -237,6 +254,7 @@ impl Scheduler {
                     start: s.num_computed,
                     len: n,
                     sample: target == s.tokens.len(),
+                    draft: if decoding { draft } else { 0 },
                 });
                 budget -= n;
                 i += 1;
@@ -266,6 +284,7 @@ impl Scheduler {
                 start: seq.num_computed,
                 len: n,
                 sample: target == seq.tokens.len(),
+                draft: 0,
             });
             budget -= n;
             self.running.push(seq);
@@ -315,8 +334,19 @@ impl Scheduler {
         }
     }
 
+    /// Forget running sequence `i`'s drafts (nothing of them is computed yet).
+    fn drop_drafts(&mut self, i: usize) {
+        let seq = &mut self.running[i];
+        let keep = seq.verified_len();
+        seq.tokens.truncate(keep);
+        seq.num_draft = 0;
+    }
+
     fn preempt(&mut self, j: usize, plan: &mut StepPlan) {
         let mut seq = self.running.remove(j);
+        let keep = seq.verified_len();
+        seq.tokens.truncate(keep);
+        seq.num_draft = 0;
         tracing::debug!(seq = seq.id, computed = seq.num_computed, "preempted");
         self.pool.free_table(&mut seq.table);
         seq.num_computed = 0;
@@ -329,24 +359,66 @@ impl Scheduler {
     /// Record that the planned step ran: every scheduled sequence's tokens are computed.
     /// Newly filled blocks join the prefix cache.
     pub fn step_done(&mut self, plan: &StepPlan) {
-        let bs = self.pool.block_size();
         for sch in &plan.seqs {
             let Some(seq) = self.running.iter_mut().find(|s| s.id == sch.id) else {
                 continue;
             };
             debug_assert_eq!(seq.num_computed, sch.start);
             seq.num_computed = sch.start + sch.len;
-            let full = seq.num_computed / bs;
-            while seq.hashes.len() < full {
-                let k = seq.hashes.len();
-                let h = BlockHash::new(
-                    seq.hashes.last().copied(),
-                    &seq.tokens[k * bs..(k + 1) * bs],
-                );
-                self.pool.commit(seq.table.blocks[k], h);
-                seq.hashes.push(h);
-            }
+            Self::commit_full_blocks(&mut self.pool, seq);
         }
+    }
+
+    /// Offer the sequence's newly filled blocks to the prefix cache: only blocks whose tokens
+    /// are all computed and verified (a block holding a draft may still be rewritten).
+    fn commit_full_blocks(pool: &mut BlockPool, seq: &mut Sequence) {
+        let bs = pool.block_size();
+        let full = seq.num_computed.min(seq.verified_len()) / bs;
+        while seq.hashes.len() < full {
+            let k = seq.hashes.len();
+            let h = BlockHash::new(
+                seq.hashes.last().copied(),
+                &seq.tokens[k * bs..(k + 1) * bs],
+            );
+            pool.commit(seq.table.blocks[k], h);
+            seq.hashes.push(h);
+        }
+    }
+
+    /// Sets a running sequence's speculative drafts: `tokens` (after its verified tokens)
+    /// are to be computed with the next token and checked against its logits. Drafts that
+    /// would pass the sequence's length limit are cut. Returns how many were kept.
+    pub fn set_drafts(&mut self, id: SeqId, drafts: &[u32]) -> usize {
+        let Some(seq) = self.running.iter_mut().find(|s| s.id == id) else {
+            return 0;
+        };
+        let keep = seq.verified_len();
+        seq.tokens.truncate(keep);
+        // The last verified token is computed in the same step, so room for it is kept.
+        let room = seq.max_len.saturating_sub(seq.tokens.len() + 1);
+        let n = drafts.len().min(room);
+        seq.tokens.extend_from_slice(&drafts[..n]);
+        seq.num_draft = n;
+        n
+    }
+
+    /// After a step verified a sequence's drafts: the first `accepted` drafts become
+    /// verified tokens, the rest are dropped, their computed K and V forgotten (the slots are
+    /// rewritten later; blocks no longer needed go back to the pool).
+    pub fn resolve_drafts(&mut self, id: SeqId, accepted: usize) {
+        let Some(seq) = self.running.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        let accepted = accepted.min(seq.num_draft);
+        let len = seq.verified_len() + accepted;
+        seq.tokens.truncate(len);
+        seq.num_draft = 0;
+        seq.num_computed = seq.num_computed.min(len);
+        let keep = self.pool.blocks_for(len);
+        for b in seq.table.blocks.drain(keep.min(seq.table.blocks.len())..) {
+            self.pool.release(b);
+        }
+        Self::commit_full_blocks(&mut self.pool, seq);
     }
 
     /// Append a sampled token to a running sequence. Returns false if the sequence reached its
@@ -354,6 +426,7 @@ impl Scheduler {
     pub fn append_token(&mut self, id: SeqId, token: u32) -> bool {
         match self.running.iter_mut().find(|s| s.id == id) {
             Some(seq) => {
+                debug_assert_eq!(seq.num_draft, 0, "drafts are resolved before appending");
                 seq.tokens.push(token);
                 seq.tokens.len() < seq.max_len
             }
@@ -423,7 +496,8 @@ mod tests {
                 id: 1,
                 start: 0,
                 len: 3,
-                sample: true
+                sample: true,
+                draft: 0
             }]
         );
         s.step_done(&p);
@@ -437,7 +511,8 @@ mod tests {
                 id: 1,
                 start: 3,
                 len: 1,
-                sample: true
+                sample: true,
+                draft: 0
             }
         );
         assert_eq!(
@@ -446,7 +521,8 @@ mod tests {
                 id: 2,
                 start: 0,
                 len: 7,
-                sample: false
+                sample: false,
+                draft: 0
             }
         );
     }
@@ -467,7 +543,8 @@ mod tests {
                 id: 2,
                 start: 8,
                 len: 4,
-                sample: true
+                sample: true,
+                draft: 0
             }]
         );
         assert_eq!(s.get(2).unwrap().num_cached, 8);

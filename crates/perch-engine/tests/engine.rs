@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest, Usage};
 use perch_engine::kv::KvType;
 use perch_engine::sampling::SamplingParams;
+use perch_engine::speculative::Speculative;
 use perch_engine::synth::{self, SynthSpec};
 use perch_engine::{Arch, Model};
 use perch_gguf::GgufFile;
@@ -37,6 +38,15 @@ fn fixture() -> Fixture {
 }
 
 fn start(f: &Fixture, n_blocks: usize, max_batch_tokens: usize) -> Engine {
+    start_with(f, n_blocks, max_batch_tokens, None)
+}
+
+fn start_with(
+    f: &Fixture,
+    n_blocks: usize,
+    max_batch_tokens: usize,
+    speculative: Option<Speculative>,
+) -> Engine {
     Engine::start(
         f.model.clone(),
         f.tokenizer.clone(),
@@ -48,6 +58,7 @@ fn start(f: &Fixture, n_blocks: usize, max_batch_tokens: usize) -> Engine {
             max_running: 64,
             threads: 2,
             kv_type: KvType::F16,
+            speculative,
         },
     )
     .unwrap()
@@ -203,4 +214,52 @@ fn requests_that_cannot_fit_are_refused_clearly() {
     }
     assert!(h.submit(request(vec![], 4)).is_err());
     assert!(h.submit(request(vec![u32::MAX], 4)).is_err());
+}
+
+#[test]
+fn prompt_lookup_speculation_keeps_greedy_outputs_exactly() {
+    let f = fixture();
+    // Prompts that repeat themselves (where lookup finds drafts) and ones that do not.
+    let mut prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| {
+            let unit = prompt(i, 5 + i as usize);
+            unit.iter().cycle().take(60).copied().collect()
+        })
+        .collect();
+    prompts.extend((4..8).map(|i| prompt(i, 20 + 3 * i as usize)));
+    let run = |spec: Option<Speculative>, n_blocks: usize| {
+        let engine = start_with(&f, n_blocks, 128, spec);
+        let h = engine.handle();
+        let rxs: Vec<_> = prompts
+            .iter()
+            .map(|p| h.submit(request(p.clone(), 48)).unwrap())
+            .collect();
+        let outs: Vec<(Vec<u32>, FinishReason, Usage)> = rxs.into_iter().map(collect).collect();
+        wait_until("blocks freed", || h.stats().pool.used == 0);
+        (outs, h.stats())
+    };
+    let (plain, _) = run(None, 1024);
+    let (spec, stats) = run(Some(Speculative::ngram(4)), 1024);
+    for (i, (a, b)) in plain.iter().zip(&spec).enumerate() {
+        assert_eq!(
+            a.0, b.0,
+            "request {i}: speculation changed the greedy output"
+        );
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.2.completion_tokens, b.2.completion_tokens);
+    }
+    assert!(stats.draft_tokens > 0, "no drafts were tried");
+    assert!(
+        stats.draft_accepted > 0 && stats.draft_accepted <= stats.draft_tokens,
+        "{stats:?}"
+    );
+    assert!(
+        stats.steps < plain.iter().map(|o| o.0.len() as u64).sum::<u64>(),
+        "fewer steps than tokens"
+    );
+    // Under pool pressure (preemption drops drafts with the rest) the outputs still agree.
+    let (tight, _) = run(Some(Speculative::ngram(4)), 24);
+    for (i, (a, b)) in plain.iter().zip(&tight).enumerate() {
+        assert_eq!(a.0, b.0, "request {i}: changed under preemption");
+    }
 }

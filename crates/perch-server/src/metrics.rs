@@ -314,6 +314,18 @@ impl Metrics {
             "Sequences preempted because the KV cache ran out (recomputed later).",
             &|s| s.preemptions as f64,
         );
+        gauge(
+            &mut out,
+            "perch_speculative_draft_tokens",
+            "Speculative draft tokens computed (prompt lookup, --draft-ngram).",
+            &|s| s.draft_tokens as f64,
+        );
+        gauge(
+            &mut out,
+            "perch_speculative_accepted_tokens",
+            "Speculative draft tokens accepted by the sampler.",
+            &|s| s.draft_accepted as f64,
+        );
         head(
             &mut out,
             "perch_model_loaded",
