@@ -3,18 +3,15 @@
 //! `llama-quantize --imatrix` and `perch quantize --imatrix` can both use it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perch_convert::{Imatrix, ImatrixData};
-use perch_engine::Model;
 use perch_engine::imatrix::{ImatrixConfig, collect_imatrix};
 use perch_engine::perplexity::PerplexityConfig;
 use perch_engine::session::default_threads;
-use perch_tokenizer::Tokenizer;
 
-use crate::perplexity::{chunk_bos, read_text};
+use crate::perplexity::{load_with_text, read_text};
 
 /// Arguments of `perch imatrix`.
 #[derive(clap::Args, Debug)]
@@ -51,15 +48,7 @@ pub fn run(args: ImatrixArgs) -> Result<()> {
         bail!("--chunks must be positive");
     }
     let text = read_text(&args.file)?;
-    let model = Arc::new(
-        Model::open(&args.model)
-            .with_context(|| format!("cannot load model {}", args.model.display()))?,
-    );
-    let tokenizer = Tokenizer::from_gguf(model.file()).context("cannot load the tokenizer")?;
-    let bos = chunk_bos(&tokenizer)?;
-    let tokens = tokenizer
-        .encode(&text, true, false)
-        .context("cannot tokenize the text")?;
+    let (model, bos, tokens) = load_with_text(&args.model, &text)?;
     let cfg = ImatrixConfig {
         run: PerplexityConfig {
             n_ctx: args.ctx_size,

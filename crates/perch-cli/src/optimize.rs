@@ -25,11 +25,10 @@ use perch_engine::Model;
 use perch_engine::perplexity::{PerplexityConfig, kl_divergence, perplexity};
 use perch_engine::session::default_threads;
 use perch_quant::has_quantizer;
-use perch_tokenizer::Tokenizer;
 use serde::Serialize;
 
 use crate::inspect::human_bytes;
-use crate::perplexity::{chunk_bos, read_text};
+use crate::perplexity::{load_with_text, read_text};
 
 /// The candidates tried when `--types` is not given, largest first.
 const DEFAULT_TYPES: &str =
@@ -96,6 +95,22 @@ pub struct Variant {
     pub tg_tps: f64,
     /// Whether the mean KLD is within the budget.
     pub within_budget: bool,
+}
+
+impl Variant {
+    /// Type, size, bits per weight, PPL, mean and 99% KLD, top-token agreement, speed.
+    fn cells(&self) -> [String; 8] {
+        [
+            format!("{:8}", self.ftype),
+            format!("{:>10}", human_bytes(self.bytes)),
+            format!("{:5.2}", self.bpw),
+            format!("{:8.4}", self.ppl),
+            format!("{:.5}", self.kld_mean),
+            format!("{:.4}", self.kld_p99),
+            format!("{:5.1}%", 100.0 * self.same_top),
+            format!("{:6.1}", self.tg_tps),
+        ]
+    }
 }
 
 /// The whole report.
@@ -167,15 +182,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
 
     // The base.
     bar.set_message("base: saving its distributions");
-    let model = Arc::new(
-        Model::open(&args.model)
-            .with_context(|| format!("cannot load model {}", args.model.display()))?,
-    );
-    let tokenizer = Tokenizer::from_gguf(model.file()).context("cannot load the tokenizer")?;
-    let bos = chunk_bos(&tokenizer)?;
-    let tokens = tokenizer
-        .encode(&text, true, false)
-        .context("cannot tokenize the text")?;
+    let (model, bos, tokens) = load_with_text(&args.model, &text)?;
     let base_file = args.report_dir.join("base.kld");
     let base_ppl = perplexity(&model, &tokens, bos, &cfg, Some(&base_file), |_, _, _| {})
         .context("cannot evaluate the base model")?;
@@ -222,15 +229,8 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
             within_budget: k.kld_mean <= args.max_kld,
         };
         bar.println(format!(
-            "{:8} {:>10} {:5.2} bpw  PPL {:8.4}  KLD {:.5} (p99 {:.4})  top {:5.1}%  {:6.1} t/s{}",
-            v.ftype,
-            human_bytes(v.bytes),
-            v.bpw,
-            v.ppl,
-            v.kld_mean,
-            v.kld_p99,
-            100.0 * v.same_top,
-            v.tg_tps,
+            "{}{}",
+            v.cells().join("  "),
             if v.within_budget { "" } else { "  over budget" }
         ));
         variants.push(v);
@@ -384,19 +384,7 @@ fn markdown(r: &Report) -> String {
         } else {
             "over budget"
         };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.2} | {:.4} | {:.5} | {:.4} | {:.1}% | {:.1} | {} |",
-            v.ftype,
-            human_bytes(v.bytes),
-            v.bpw,
-            v.ppl,
-            v.kld_mean,
-            v.kld_p99,
-            100.0 * v.same_top,
-            v.tg_tps,
-            mark
-        );
+        let _ = writeln!(s, "| {} | {mark} |", v.cells().join(" | "));
     }
     match &r.chosen {
         Some(c) => {

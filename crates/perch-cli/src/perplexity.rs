@@ -72,6 +72,23 @@ pub(crate) fn chunk_bos(tokenizer: &Tokenizer) -> Result<Option<u32>> {
         .filter(|&t| Some(t) == tokenizer.bos()))
 }
 
+/// Loads `path` and tokenizes `text` for chunked evaluation: the model, the token put at
+/// each chunk's start, and the text's tokens.
+pub(crate) fn load_with_text(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<(Arc<Model>, Option<u32>, Vec<u32>)> {
+    let model = Arc::new(
+        Model::open(path).with_context(|| format!("cannot load model {}", path.display()))?,
+    );
+    let tokenizer = Tokenizer::from_gguf(model.file()).context("cannot load the tokenizer")?;
+    let bos = chunk_bos(&tokenizer)?;
+    let tokens = tokenizer
+        .encode(text, true, false)
+        .context("cannot tokenize the text")?;
+    Ok((model, bos, tokens))
+}
+
 /// Run the command.
 pub fn run(args: PerplexityArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads);
