@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod generate;
 mod inspect;
+mod onnx;
 mod perplexity;
 mod quantize;
 mod run;
@@ -32,10 +33,14 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt processing and generation speed, as llama-bench does.
     Bench(bench::BenchArgs),
-    /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
+    /// Show what a GGUF or ONNX model file holds: architecture, size, tokenizer, tensor types
+    /// (ONNX: producer, opsets, inputs and outputs, operators, initializers, metadata).
     Inspect(inspect::InspectArgs),
-    /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its mix.
+    /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its
+    /// mix, or an ONNX model with --mode dynamic-int8, int4 or static-int8.
     Quantize(quantize::QuantizeArgs),
+    /// ONNX tools: optimize (save ONNX Runtime's optimized graph).
+    Onnx(onnx::OnnxArgs),
     /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
     Perplexity(perplexity::PerplexityArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Onnx(args) => onnx::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
         Command::List => store::list(),

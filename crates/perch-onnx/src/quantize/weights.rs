@@ -227,8 +227,15 @@ mod tests {
                     let code = codes[c * 2 * block + r];
                     let v = (code as f32 - zp as f32) * scale;
                     if r < k {
+                        // Symmetric blocks scale by the signed extreme / -8, so a value of the
+                        // other sign as large may be clipped by one step (as in ONNX Runtime).
+                        let tol = if symmetric {
+                            scale.abs() * 1.001
+                        } else {
+                            scale.abs() / 2.0
+                        };
                         assert!(
-                            (v - w[r * n + c]).abs() <= scale.abs() / 2.0 + 1e-6,
+                            (v - w[r * n + c]).abs() <= tol + 1e-6,
                             "{v} {}",
                             w[r * n + c]
                         );
