@@ -749,6 +749,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_embedder_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<OnnxEmbedder>();
+    }
+
+    #[test]
     fn mean_pooling_skips_padding() {
         let tokens = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
         assert_eq!(pool(Pooling::Mean, &tokens, &[1, 1, 0], 2), vec![2.0, 3.0]);

@@ -19,6 +19,7 @@
 
 mod calibrate;
 mod rewrite;
+mod targets;
 mod weights;
 
 use std::collections::BTreeMap;
@@ -145,7 +146,7 @@ pub fn quantize_model(
     }
     let ranges = match &opts.mode {
         Mode::StaticInt8 { calibration } => {
-            let targets = rewrite::static_targets(model, opts)?;
+            let targets = targets::static_targets(model, opts)?;
             Some(calibrate(model_path, &targets, calibration)?)
         }
         _ => None,
