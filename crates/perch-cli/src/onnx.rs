@@ -86,7 +86,7 @@ fn render(file: &Path, s: &ModelSummary) -> String {
     }
     let _ = writeln!(out, "\ninitializers by type");
     let mut types: Vec<_> = s.initializers.iter().collect();
-    types.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+    types.sort_by_key(|(_, st)| std::cmp::Reverse(st.bytes));
     for (ty, st) in types {
         let share = 100.0 * st.bytes as f64 / s.initializer_bytes.max(1) as f64;
         let _ = writeln!(
