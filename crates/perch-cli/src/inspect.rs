@@ -19,7 +19,7 @@ use serde_json::{Value as Json, json};
 /// Arguments of `perch inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The GGUF file.
+    /// The GGUF or ONNX file.
     pub file: PathBuf,
     /// Also list every metadata key and value (long arrays and strings summarized).
     #[arg(long)]
@@ -34,6 +34,14 @@ pub struct InspectArgs {
 
 /// Runs `perch inspect`.
 pub fn run(args: InspectArgs) -> Result<()> {
+    if crate::onnx::is_onnx(&args.file) {
+        if args.metadata || args.tensors {
+            anyhow::bail!(
+                "--metadata and --tensors apply to GGUF files; an ONNX summary lists its metadata"
+            );
+        }
+        return crate::onnx::inspect(&args.file, args.json);
+    }
     let file = open(&args.file)?;
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&to_json(&args, &file))?;

@@ -6,6 +6,7 @@ mod chat;
 mod generate;
 mod imatrix;
 mod inspect;
+mod onnx;
 mod optimize;
 mod perplexity;
 mod quantize;
@@ -34,10 +35,14 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt processing and generation speed, as llama-bench does.
     Bench(bench::BenchArgs),
-    /// Show what a GGUF model file holds: architecture, size, tokenizer, tensor types.
+    /// Show what a GGUF or ONNX model file holds: architecture, size, tokenizer, tensor types
+    /// (ONNX: producer, opsets, inputs and outputs, operators, initializers, metadata).
     Inspect(inspect::InspectArgs),
-    /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its mix.
+    /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its
+    /// mix, or an ONNX model with --mode dynamic-int8, int4 or static-int8.
     Quantize(quantize::QuantizeArgs),
+    /// ONNX tools: optimize (save ONNX Runtime's optimized graph).
+    Onnx(onnx::OnnxArgs),
     /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
     Perplexity(perplexity::PerplexityArgs),
     /// Compute an importance matrix over a calibration text (llama.cpp's imatrix GGUF format).
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Onnx(args) => onnx::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Optimize(args) => optimize::run(args),

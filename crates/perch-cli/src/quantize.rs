@@ -1,5 +1,6 @@
 //! `perch quantize IN.gguf OUT.gguf FTYPE`: a whole model to one of llama.cpp's file types,
 //! with its per-tensor mix (or `--pure`) and llama-quantize's override flags.
+//! `perch quantize IN.onnx OUT.onnx --mode ...` goes to [`crate::onnx::quantize`].
 
 use std::path::PathBuf;
 
@@ -13,15 +14,15 @@ use crate::inspect::human_bytes;
 /// Arguments of `perch quantize`.
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
-    /// The GGUF model to read.
+    /// The GGUF (or ONNX) model to read.
     pub input: PathBuf,
     /// Where to write the result (written to a temporary file, then renamed).
     pub output: PathBuf,
     /// llama.cpp file type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L,
     /// Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE, Q1_0,
     /// Q2_0, F16, BF16, F32 (Q3_K, Q4_K, Q5_K are the _M mixes). The IQ1/IQ2/IQ3 mixes need
-    /// quantizers perch does not have yet.
-    pub ftype: String,
+    /// quantizers perch does not have yet. Not for ONNX input (--mode).
+    pub ftype: Option<String>,
     /// Allow dequantizing and quantizing again tensors that are already quantized.
     #[arg(long)]
     pub allow_requantize: bool,
@@ -48,6 +49,9 @@ pub struct QuantizeArgs {
     /// Compute threads (default: the physical cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// ONNX input only.
+    #[command(flatten)]
+    pub onnx: crate::onnx::OnnxQuantizeArgs,
 }
 
 /// A llama.cpp file type perch can make.
@@ -100,6 +104,29 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 
 /// Run the command.
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    if crate::onnx::is_onnx(&args.input) {
+        if args.ftype.is_some() {
+            bail!(
+                "{} is an ONNX model: use --mode dynamic-int8, int4 or static-int8 instead of a file type",
+                args.input.display()
+            );
+        }
+        if args.imatrix.is_some() {
+            bail!(
+                "--imatrix applies to GGUF models; for ONNX use --mode static-int8 --calibration FILE"
+            );
+        }
+        return crate::onnx::quantize(&args.input, &args.output, &args.onnx);
+    }
+    if args.onnx.any_set() {
+        bail!(
+            "--mode and the other ONNX flags apply to ONNX models; {} is not one",
+            args.input.display()
+        );
+    }
+    let Some(ftype_name) = args.ftype.as_deref() else {
+        bail!("give the file type to quantize to, e.g. Q4_K_M");
+    };
     let threads = args
         .threads
         .unwrap_or_else(perch_engine::session::default_threads);
@@ -111,7 +138,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .build()
         .context("starting the compute threads")?;
     // Flags are parsed here, not by clap, so a bad one is a single line naming it.
-    let ftype = parse_ftype(&args.ftype).map_err(anyhow::Error::msg)?;
+    let ftype = parse_ftype(ftype_name).map_err(anyhow::Error::msg)?;
     let flag_type = |flag: &str, v: &Option<String>| -> Result<Option<GgmlType>> {
         v.as_deref()
             .map(|s| parse_type(s).map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e}")))
