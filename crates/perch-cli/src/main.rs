@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod convert;
 mod generate;
 mod inspect;
 mod perplexity;
@@ -36,6 +37,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Quantize a GGUF model to a llama.cpp file type (Q4_K_M, Q8_0, IQ4_XS, F16...) with its mix.
     Quantize(quantize::QuantizeArgs),
+    /// Convert a Hugging Face model folder or a llama2.c checkpoint to GGUF.
+    Convert(convert::ConvertArgs),
     /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
     Perplexity(perplexity::PerplexityArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
         Command::List => store::list(),
