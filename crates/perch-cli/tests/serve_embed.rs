@@ -27,7 +27,12 @@ fn healthy(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut out = String::new();
@@ -65,13 +70,24 @@ fn convert_then_serve_embeddings_to_the_python_clients() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("f32, f16, bf16 and q8_0"));
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_perch"))
         .args(["serve", "--model"])
         .arg(format!("smol={}", perch_fixtures::smollm2_q4_1().display()))
         .arg("--model")
         .arg(format!("minilm={}", gguf.display()))
-        .args(["--port", &port.to_string(), "--ctx-size", "512", "--threads", "2"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--ctx-size",
+            "512",
+            "--threads",
+            "2",
+        ])
         .args(["--api-key", KEY])
         .env("PERCH_LOG", "warn")
         .env("PERCH_HOME", tmp.path().join("home"))
@@ -82,11 +98,14 @@ fn convert_then_serve_embeddings_to_the_python_clients() {
     let server = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !healthy(port) {
-        assert!(Instant::now() < deadline, "perch serve did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not become healthy"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../perch-server/tests/python/embed_e2e.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../perch-server/tests/python/embed_e2e.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}", server.port))

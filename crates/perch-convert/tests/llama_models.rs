@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::reference::{Llama, Rope, max_rel_diff, random_llama};
+use common::reference::{Llama, Rope, TINY, max_rel_diff, random_llama};
 use perch_convert::{OutType, convert_hf, convert_llama2c};
 use perch_engine::Model;
 use perch_engine::session::{Session, SessionConfig};
@@ -95,7 +95,7 @@ fn write_tokenizer_bin(vocab: usize, path: &Path) -> Vec<String> {
 #[test]
 fn llama2c_checkpoint_gives_the_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
-    let m = random_llama(7, 64, 96, 2, 4, 2, 300, Rope::Interleaved);
+    let m = random_llama(7, TINY, Rope::Interleaved);
     write_llama2c(&m, 32, &dir.path().join("model.bin"));
     let texts = write_tokenizer_bin(m.vocab, &dir.path().join("tokenizer.bin"));
     let out = dir.path().join("out.gguf");
@@ -310,7 +310,7 @@ fn hf_llama_folder_gives_the_reference_logits_and_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("tiny-llama");
     std::fs::create_dir(&src).unwrap();
-    let m = random_llama(11, 64, 96, 2, 4, 2, 300, Rope::RotateHalf);
+    let m = random_llama(11, TINY, Rope::RotateHalf);
     write_hf_llama(&m, &src, None);
     let out = dir.path().join("tiny.gguf");
     convert_hf(&src, &out, OutType::F32, |_| {}).unwrap();

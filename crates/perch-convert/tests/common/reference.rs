@@ -1,6 +1,5 @@
 //! A plain f32 llama forward pass, written from the papers and llama2.c's `run.c` rather than
 //! from perch's engine: the reference the converted models' logits are compared with.
-#![allow(dead_code)]
 
 /// How RoPE pairs dimensions.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -159,17 +158,37 @@ impl Rng {
     }
 }
 
+/// The dimensions of a random model.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub dim: usize,
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv: usize,
+    pub vocab: usize,
+}
+
+/// The tiny shape the tests use: 64 wide, 96 FFN, 2 layers, 4 heads (2 KV), 300 tokens.
+pub const TINY: Shape = Shape {
+    dim: 64,
+    hidden: 96,
+    n_layers: 2,
+    n_heads: 4,
+    n_kv: 2,
+    vocab: 300,
+};
+
 /// A random model of the given shape.
-pub fn random_llama(
-    seed: u64,
-    dim: usize,
-    hidden: usize,
-    n_layers: usize,
-    n_heads: usize,
-    n_kv: usize,
-    vocab: usize,
-    rope: Rope,
-) -> Llama {
+pub fn random_llama(seed: u64, shape: Shape, rope: Rope) -> Llama {
+    let Shape {
+        dim,
+        hidden,
+        n_layers,
+        n_heads,
+        n_kv,
+        vocab,
+    } = shape;
     let mut r = Rng(seed);
     let hd = dim / n_heads;
     let s = 1.0 / (dim as f32).sqrt();
