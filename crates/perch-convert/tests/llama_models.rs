@@ -31,6 +31,17 @@ fn perch_logits(path: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
     all.chunks(n_vocab).map(<[f32]>::to_vec).collect()
 }
 
+/// perch's logits on the converted file match the reference's at every position (the KV
+/// cache holds f16: a few 1e-4 of relative error).
+fn assert_matches_reference(m: &Llama, out: &Path, tokens: &[u32]) {
+    let want = m.forward(tokens);
+    let got = perch_logits(out, tokens);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let d = max_rel_diff(g, w);
+        assert!(d < 5e-3, "position {i}: relative difference {d}");
+    }
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -111,14 +122,7 @@ fn llama2c_checkpoint_gives_the_reference_logits() {
     assert_eq!(seen, report.n_tensors);
     assert_eq!(report.n_tensors, 3 + 2 * 9);
 
-    let tokens = [1u32, 290, 17, 5, 200, 299, 3, 64];
-    let want = m.forward(&tokens);
-    let got = perch_logits(&out, &tokens);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let d = max_rel_diff(g, w);
-        // The KV cache holds f16: a few 1e-4 of relative error.
-        assert!(d < 5e-3, "position {i}: relative difference {d}");
-    }
+    assert_matches_reference(&m, &out, &[1, 290, 17, 5, 200, 299, 3, 64]);
 
     // The vocabulary: llama.cpp's token types, spaces as ▁, scores kept.
     let f = perch_gguf::GgufFile::open(&out).unwrap();
@@ -316,12 +320,8 @@ fn hf_llama_folder_gives_the_reference_logits_and_tokenizer() {
     convert_hf(&src, &out, OutType::F32, |_| {}).unwrap();
 
     let tokens = [297u32, 5, 260, 100, 42, 299, 7];
+    assert_matches_reference(&m, &out, &tokens);
     let want = m.forward(&tokens);
-    let got = perch_logits(&out, &tokens);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let d = max_rel_diff(g, w);
-        assert!(d < 5e-3, "position {i}: relative difference {d}");
-    }
 
     // The tokenizer: perch's BPE on the GGUF vocabulary gives tokenizer.json's ids.
     let f = perch_gguf::GgufFile::open(&out).unwrap();

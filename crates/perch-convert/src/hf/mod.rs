@@ -130,11 +130,10 @@ pub(crate) fn encode(ty: GgmlType, values: &[f32], row_len: usize, name: &str) -
     Ok(out)
 }
 
-/// A folder's config.json.
-fn read_config(dir: &Path) -> Result<serde_json::Value> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::MissingFile {
-        path: path.clone(),
+/// A JSON file of the folder; a missing file and bad JSON are errors naming it.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::MissingFile {
+        path: path.to_path_buf(),
         why: e.to_string(),
     })?;
     serde_json::from_str(&text)
@@ -164,15 +163,7 @@ fn pooling_type(dir: &Path) -> Result<Option<u32>> {
     if !modules.is_file() {
         return Ok(None);
     }
-    let read = |p: &Path| -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(p).map_err(|e| ConvertError::MissingFile {
-            path: p.to_path_buf(),
-            why: e.to_string(),
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| ConvertError::BadInput(format!("{}: {e}", p.display())))
-    };
-    let list = read(&modules)?;
+    let list = read_json(&modules)?;
     let Some(pool) = list
         .as_array()
         .into_iter()
@@ -188,7 +179,7 @@ fn pooling_type(dir: &Path) -> Result<Option<u32>> {
             modules.display()
         )));
     }
-    let cfg = read(&dir.join(sub).join("config.json"))?;
+    let cfg = read_json(&dir.join(sub).join("config.json"))?;
     let t = if cfg["pooling_mode_mean_tokens"] == true {
         1
     } else if cfg["pooling_mode_cls_token"] == true {
@@ -233,7 +224,7 @@ pub fn convert_hf(
             why: "not a folder (expected a Hugging Face model folder with config.json)".into(),
         });
     }
-    let cfg = read_config(dir)?;
+    let cfg = read_json(&dir.join("config.json"))?;
     let family = Family::from_config(&cfg)?;
     let plan = arch::plan(family, &cfg)?;
     let tok = vocab::HfTokenizer::open(dir)?;

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use sha2::Digest;
 
 use super::pre_hashes::{CHK_TEXT, PRE_HASHES};
+use super::read_json;
 use crate::error::{ConvertError, Result};
 
 /// llama.cpp's token types.
@@ -18,15 +19,6 @@ const NORMAL: i32 = 1;
 const UNUSED: i32 = 5;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
-
-fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::MissingFile {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| ConvertError::BadInput(format!("{}: {e}", path.display())))
-}
 
 /// The tokenizer files of a folder.
 pub(crate) struct HfTokenizer {
