@@ -357,3 +357,131 @@ fn hf_llama_folder_gives_the_reference_logits_and_tokenizer() {
         assert!(d < tol, "{ty:?}: relative difference {d}");
     }
 }
+
+/// The checkpoint tensors of a tiny model of `arch` (Hugging Face names and shapes).
+fn hf_tensors(arch: &str, shape: common::reference::Shape, hd: usize) -> Vec<(String, Vec<usize>)> {
+    let common::reference::Shape {
+        dim,
+        hidden,
+        n_layers: layers,
+        n_heads: heads,
+        n_kv: kv,
+        vocab,
+    } = shape;
+    let gemma = arch.starts_with("Gemma");
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), vec![vocab, dim]),
+        ("model.norm.weight".into(), vec![dim]),
+    ];
+    if !gemma {
+        t.push(("lm_head.weight".into(), vec![vocab, dim]));
+    }
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        let mut add = |n: &str, s: Vec<usize>| t.push((format!("{p}.{n}"), s));
+        add("input_layernorm.weight", vec![dim]);
+        if arch == "Phi3ForCausalLM" {
+            add(
+                "self_attn.qkv_proj.weight",
+                vec![(heads + 2 * kv) * hd, dim],
+            );
+            add("mlp.gate_up_proj.weight", vec![2 * hidden, dim]);
+        } else {
+            add("self_attn.q_proj.weight", vec![heads * hd, dim]);
+            add("self_attn.k_proj.weight", vec![kv * hd, dim]);
+            add("self_attn.v_proj.weight", vec![kv * hd, dim]);
+            add("mlp.gate_proj.weight", vec![hidden, dim]);
+            add("mlp.up_proj.weight", vec![hidden, dim]);
+        }
+        if arch == "Qwen2ForCausalLM" {
+            add("self_attn.q_proj.bias", vec![heads * hd]);
+            add("self_attn.k_proj.bias", vec![kv * hd]);
+            add("self_attn.v_proj.bias", vec![kv * hd]);
+        }
+        if arch == "Qwen3ForCausalLM" || arch == "Gemma3ForCausalLM" {
+            add("self_attn.q_norm.weight", vec![hd]);
+            add("self_attn.k_norm.weight", vec![hd]);
+        }
+        add("self_attn.o_proj.weight", vec![dim, heads * hd]);
+        add("post_attention_layernorm.weight", vec![dim]);
+        if gemma {
+            add("pre_feedforward_layernorm.weight", vec![dim]);
+            add("post_feedforward_layernorm.weight", vec![dim]);
+        }
+        add("mlp.down_proj.weight", vec![dim, hidden]);
+    }
+    t
+}
+
+#[test]
+fn every_decoder_family_converts_and_runs_in_perch() {
+    let (dim, hidden, layers, heads, kv, vocab) = (
+        TINY.dim,
+        TINY.hidden,
+        TINY.n_layers,
+        TINY.n_heads,
+        TINY.n_kv,
+        TINY.vocab,
+    );
+    let hd = 32;
+    for arch in [
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM",
+        "Phi3ForCausalLM",
+        "MistralForCausalLM",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m");
+        std::fs::create_dir(&src).unwrap();
+        let cfg = serde_json::json!({
+            "architectures": [arch], "hidden_size": dim, "intermediate_size": hidden,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+            "head_dim": hd, "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "sliding_window": 16, "tie_word_embeddings": arch.starts_with("Gemma"),
+            "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+        });
+        std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+        std::fs::write(
+            src.join("tokenizer.json"),
+            bpe_tokenizer_json(vocab).to_string(),
+        )
+        .unwrap();
+        let mut rng = common::reference::Rng(3);
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = hf_tensors(arch, TINY, hd)
+            .into_iter()
+            .map(|(n, s)| {
+                let count = s.iter().product();
+                let data = f32_bytes(&rng.vec(count, 0.1));
+                (n, s, data)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &src.join("model.safetensors")).unwrap();
+        let out = dir.path().join("m.gguf");
+        convert_hf(&src, &out, OutType::F16, |_| {}).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let logits = perch_logits(&out, &[1, 2, 3, 290]);
+        assert!(logits.iter().flatten().all(|v| v.is_finite()), "{arch}");
+        let f = perch_gguf::GgufFile::open(&out).unwrap();
+        // Gemma stores 1 + w for its norms.
+        let norm = f.require_tensor("output_norm.weight").unwrap();
+        let first = f32::from_le_bytes(norm.data[..4].try_into().unwrap());
+        let hf_first = f32::from_le_bytes(tensors[1].2[..4].try_into().unwrap());
+        let want = if arch.starts_with("Gemma") {
+            hf_first + 1.0
+        } else {
+            hf_first
+        };
+        assert_eq!(first, want, "{arch}");
+    }
+}
