@@ -61,7 +61,7 @@ fn synth(args: &[String]) -> anyhow::Result<()> {
             "-p",
             "perch-cli",
             "--example",
-            "synth",
+            "synth_model",
             "--",
         ])
         .args(args)

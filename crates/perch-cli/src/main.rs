@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod convert;
 mod generate;
 mod imatrix;
 mod inspect;
@@ -43,6 +44,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// ONNX tools: optimize (save ONNX Runtime's optimized graph).
     Onnx(onnx::OnnxArgs),
+    /// Convert a Hugging Face model folder or a llama2.c checkpoint to GGUF.
+    Convert(convert::ConvertArgs),
     /// Perplexity over a text with llama-perplexity's chunking, and KL divergence against a base.
     Perplexity(perplexity::PerplexityArgs),
     /// Compute an importance matrix over a calibration text (llama.cpp's imatrix GGUF format).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Onnx(args) => onnx::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Optimize(args) => optimize::run(args),

@@ -129,6 +129,38 @@ pub enum ConvertError {
         /// What is wrong.
         why: String,
     },
+    /// A file of the model folder is missing or cannot be read.
+    #[error("{path}: {why}")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        why: String,
+    },
+    /// The input is malformed or inconsistent (the message names the file and the problem).
+    #[error("{0}")]
+    BadInput(String),
+    /// The model's architecture is not one perch converts.
+    #[error(
+        "unsupported architecture `{0}`: perch converts llama (and mistral), qwen2, qwen3, gemma2, gemma3, phi3 and bert"
+    )]
+    UnsupportedArch(String),
+    /// A tensor the architecture needs is not in the checkpoint.
+    #[error("missing tensor `{0}` in the checkpoint")]
+    MissingTensor(String),
+    /// A tensor the architecture does not use is in the checkpoint.
+    #[error("unexpected tensor `{0}` in the checkpoint: perch does not know where it goes")]
+    UnexpectedTensor(String),
+    /// A tensor's shape disagrees with the configuration.
+    #[error("tensor `{tensor}` has shape {found:?}, but config.json implies {expected:?}")]
+    WrongShape {
+        /// The tensor (checkpoint name).
+        tensor: String,
+        /// Its shape (outermost first).
+        found: Vec<usize>,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+    },
     /// The output would overwrite the input.
     #[error("the output {0} is the input file; write to another path")]
     SameFile(PathBuf),

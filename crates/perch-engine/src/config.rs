@@ -35,6 +35,11 @@ impl Arch {
             "gemma2" => Arch::Gemma2,
             "gemma3" => Arch::Gemma3,
             "phi3" => Arch::Phi3,
+            "bert" => {
+                return Err(EngineError::BadConfig(
+                    "`bert` is an embedding model: it embeds text (perch serve's /v1/embeddings), it does not generate".into(),
+                ));
+            }
             other => return Err(EngineError::UnsupportedArch(other.to_string())),
         })
     }

@@ -9,12 +9,15 @@
 //! sequence's block table; [`session`] drives one sequence for the command line; [`engine`]
 //! runs continuous batching on its own thread; [`perplexity`] scores a text as
 //! llama-perplexity does (and KL divergence against a base model); [`loader`] loads a chat model (weights,
-//! tokenizer, chat template, engine) for the command line and the server.
+//! tokenizer, chat template, engine) for the command line and the server; [`embedding`] runs
+//! BERT sentence-embedding models behind the backend-neutral [`embed::Embedder`] trait.
 #![deny(missing_docs)]
 
 pub mod arch;
 pub mod attention;
 pub mod config;
+pub mod embed;
+pub mod embedding;
 pub mod engine;
 pub mod error;
 pub mod imatrix;
@@ -30,6 +33,8 @@ pub mod speculative;
 pub mod synth;
 
 pub use config::{Arch, ModelConfig};
+pub use embed::{EmbedError, EmbedInput, Embedder, Embedding};
+pub use embedding::EmbeddingModel;
 pub use error::{EngineError, Result};
 pub use model::{LogitsWanted, MatmulObserver, Model, SeqStep, Workspace};
 pub use sampling::{Sampler, SamplingError, SamplingParams, StopMatcher};

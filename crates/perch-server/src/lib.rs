@@ -11,13 +11,15 @@
 //!
 //! Pieces: [`error`] (the API error and JSON extractors whose rejections are API errors),
 //! [`state`] (settings, the model registry with lazy loading, LRU and keep-alive),
-//! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`stream`] (SSE and NDJSON
+//! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`embeddings`] (both APIs'
+//! embedding routes with request batching), [`stream`] (SSE and NDJSON
 //! framing), [`metrics`] and [`middleware`] (request ids, tracing spans, auth).
 //!
 //! [`router`] builds the whole app for a state, which is what the tests drive with
 //! `tower::ServiceExt::oneshot`; [`serve`] binds it and shuts down gracefully.
 #![deny(missing_docs)]
 
+pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod metrics;
@@ -132,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .merge(ollama::routes())
+        .merge(embeddings::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -300,6 +300,9 @@ pub struct Registry {
     loaded: Mutex<Vec<Arc<LoadedModel>>>,
     load_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+    embedders: crate::embeddings::Embedders,
+    /// Whether each model file is an embedding model (read once from its header).
+    kinds: Mutex<std::collections::HashMap<PathBuf, bool>>,
 }
 
 impl Registry {
@@ -315,6 +318,8 @@ impl Registry {
             loaded: Mutex::new(Vec::new()),
             load_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
+            embedders: crate::embeddings::Embedders::default(),
+            kinds: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -365,8 +370,47 @@ impl Registry {
         }
     }
 
+    /// The loaded embedding models.
+    pub fn embedders(&self) -> &crate::embeddings::Embedders {
+        &self.embedders
+    }
+
+    /// Whether `spec` is an embedding model (its GGUF's architecture is `bert`).
+    pub async fn is_embedding(&self, spec: &ModelSpec) -> bool {
+        if let Some(&k) = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&spec.path)
+        {
+            return k;
+        }
+        let path = spec.path.clone();
+        let k = tokio::task::spawn_blocking(move || crate::embeddings::is_embedding_model(&path))
+            .await
+            .unwrap_or(false);
+        self.kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.path.clone(), k);
+        k
+    }
+
+    /// Load the default model, chat or embedding.
+    pub async fn load_default(&self) -> Result<(), ApiError> {
+        let spec = self.spec(None)?;
+        if self.is_embedding(&spec).await {
+            self.embedders.get(&spec, self.opts.threads).await?;
+            self.ready.store(true, Ordering::Release);
+            Ok(())
+        } else {
+            self.get(None).await.map(|_| ())
+        }
+    }
+
     /// Forget `name` (removed from the store) and unload it once idle.
     pub fn forget(&self, name: &str) {
+        self.embedders.forget(name);
         self.specs
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -422,6 +466,9 @@ impl Registry {
         if let Some(m) = self.loaded_model(&spec.name) {
             m.touch();
             return Ok(m);
+        }
+        if self.is_embedding(&spec).await {
+            return Err(crate::embeddings::not_a_chat_model(&spec.name));
         }
         let _guard = self.load_lock.lock().await;
         if let Some(m) = self.loaded_model(&spec.name) {
@@ -485,6 +532,7 @@ impl Registry {
     /// Unload models idle past their keep-alive.
     pub fn reap(&self) {
         let default = self.default_name.as_deref();
+        self.embedders.reap(self.keep_alive, default);
         let expired = {
             let mut loaded = self.lock();
             let (gone, keep): (Vec<_>, Vec<_>) = loaded
@@ -521,6 +569,7 @@ impl Registry {
 
     /// Unload everything (at shutdown).
     pub fn unload_all(&self) {
+        self.embedders.unload_all();
         let gone: Vec<_> = self.lock().drain(..).collect();
         unload(gone, "shutdown");
     }
@@ -576,8 +625,8 @@ impl AppState {
     }
 
     /// Load the default model (what `/health` waits for).
-    pub async fn load_default(&self) -> Result<Arc<LoadedModel>, ApiError> {
-        self.registry.get(None).await
+    pub async fn load_default(&self) -> Result<(), ApiError> {
+        self.registry.load_default().await
     }
 }
 

@@ -5,6 +5,7 @@
 //! pieces its layers carry (biases, Q/K norms, post-norms, fused projections) and in its
 //! hyper-parameters (`crate::config`).
 
+pub mod bert;
 mod gemma;
 mod llama;
 mod phi3;

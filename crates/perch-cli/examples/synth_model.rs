@@ -1,7 +1,7 @@
 //! Random-weight GGUF models of real shapes for speed work, with a real vocabulary from the
 //! fixtures (what `cargo xtask synth` runs, in release):
 //!
-//!     cargo run --release -p perch-cli --example synth -- --shape llama-3.2-1b --type Q4_K_M -o OUT
+//!     cargo run --release -p perch-cli --example synth_model -- --shape llama-3.2-1b --type Q4_K_M -o OUT
 //!
 //! `--type` is a ggml type (every matrix in it) or a llama.cpp file type such as Q4_K_M, made
 //! by writing F16 weights to a temporary file and quantizing them with llama-quantize's mix
