@@ -52,6 +52,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use error::{GrammarError, Result};
+pub use schema::Piece;
 pub use matcher::Matcher;
 pub use vocab::{TokenMask, TokenVocab};
 
@@ -93,6 +94,19 @@ impl Grammar {
     /// Output that is valid JSON for `schema`.
     pub fn from_json_schema(schema: &Value) -> Result<Grammar> {
         let (rules, root) = schema::compile_schema(schema)?;
+        Self::from_rules(&rules, root)
+    }
+
+    /// Pieces of text and JSON documents (each valid for its schema) in order, the whole
+    /// repeated `min` to `max` times with `sep` in between. Tool calls in a model's own
+    /// format (`<tool_call>\n{...}\n</tool_call>`) are built this way.
+    pub fn from_pieces(
+        pieces: &[schema::Piece],
+        min: u32,
+        max: Option<u32>,
+        sep: &str,
+    ) -> Result<Grammar> {
+        let (rules, root) = schema::compile_pieces(pieces, min, max, sep)?;
         Self::from_rules(&rules, root)
     }
 

@@ -46,6 +46,7 @@ pub struct Matcher {
     states: Vec<State>,
     state_index: HashMap<(Box<[u32]>, bool), u32>,
     cur: u32,
+    start: u32,
     ended: bool,
     work: Vec<(u32, u32)>,
     seen: HashSet<(u32, u32)>,
@@ -74,6 +75,7 @@ impl Matcher {
             states: Vec::new(),
             state_index: HashMap::default(),
             cur: DEAD,
+            start: DEAD,
             ended: false,
             work: Vec::new(),
             seen: HashSet::default(),
@@ -84,13 +86,15 @@ impl Matcher {
     }
 
     fn init(&mut self) {
-        self.states.push(State {
-            stacks: Box::new([]),
-            accept: false,
-            first: [0; 4],
-            trans: None,
-            mask: None,
-        });
+        if self.states.is_empty() {
+            self.states.push(State {
+                stacks: Box::new([]),
+                accept: false,
+                first: [0; 4],
+                trans: None,
+                mask: None,
+            });
+        }
         let mut out = Vec::new();
         let mut accept = false;
         let root = self.prog.root as usize;
@@ -99,6 +103,14 @@ impl Matcher {
             self.expand(s, NO_PARENT, &mut out, &mut accept);
         }
         self.cur = self.intern_state(out, accept);
+        self.start = self.cur;
+    }
+
+    /// Back to the start of the grammar, keeping the caches (masks of states seen before are
+    /// reused).
+    pub fn reset(&mut self) {
+        self.cur = self.start;
+        self.ended = false;
     }
 
     /// The vocabulary this matcher masks over.
@@ -327,6 +339,7 @@ impl Matcher {
     /// Drop every cache and re-intern the current state (a long, deeply nested output can
     /// visit many states; this bounds the memory).
     fn rebuild(&mut self) {
+        let ended = self.ended;
         let stacks: Vec<Vec<u32>> = self.states[self.cur as usize]
             .stacks
             .iter()
@@ -361,6 +374,9 @@ impl Matcher {
             }
             ids.push(parent);
         }
-        self.cur = self.intern_state(ids, accept);
+        let cur = self.intern_state(ids, accept);
+        self.init();
+        self.cur = cur;
+        self.ended = ended;
     }
 }

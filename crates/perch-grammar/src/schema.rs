@@ -207,6 +207,59 @@ pub fn compile_schema(schema: &Value) -> Result<(Rules, usize)> {
     Ok((c.json.rules, root))
 }
 
+/// A piece of a composed grammar ([`compile_pieces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Literal text.
+    Text(String),
+    /// A JSON document valid for this schema (its `$ref`s resolve within it).
+    Json(Value),
+}
+
+/// The pieces in order, the whole repeated `min` to `max` times with `sep` in between
+/// (e.g. tool calls: `<tool_call>\n`, a JSON schema, `\n</tool_call>`, one or more times).
+pub fn compile_pieces(
+    pieces: &[Piece],
+    min: u32,
+    max: Option<u32>,
+    sep: &str,
+) -> Result<(Rules, usize)> {
+    if max.is_some_and(|m| m < min || m == 0) {
+        return Err(GrammarError::Empty("a repetition that allows nothing".into()));
+    }
+    let null = Value::Null;
+    let mut c = Compiler {
+        doc: &null,
+        json: Json::new(),
+        refs: HashMap::default(),
+        depth: 0,
+    };
+    let root = c.json.rules.fresh("root");
+    let mut seq = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match p {
+            Piece::Text(t) => seq.push(Expr::lit(t)),
+            Piece::Json(schema) => {
+                c.doc = schema;
+                c.refs.clear();
+                seq.push(c.visit(schema, "#")?);
+            }
+        }
+    }
+    let unit_id = c.json.rules.fresh("item");
+    c.json.rules.set(unit_id, Expr::Seq(seq));
+    let unit = Expr::Rule(unit_id);
+    let rest = Expr::repeat(
+        Expr::Seq(vec![Expr::lit(sep), unit.clone()]),
+        min.saturating_sub(1),
+        max.map(|m| m - 1),
+    );
+    let body = Expr::Seq(vec![unit, rest]);
+    let body = if min == 0 { Expr::opt(body) } else { body };
+    c.json.rules.set(root, body);
+    Ok((c.json.rules, root))
+}
+
 struct Compiler<'a> {
     doc: &'a Value,
     json: Json,

@@ -378,3 +378,23 @@ fn whitespace_is_bounded() {
     assert!(m.accept_bytes(b"{}"));
     assert!(m.is_finished());
 }
+
+#[test]
+fn pieces_compose_text_and_schemas() {
+    use perch_grammar::Piece;
+    let call = json!({"type": "object", "properties": {"name": {"const": "f"}, "arguments": {"$ref": "#/$defs/a"}}, "required": ["name", "arguments"],
+        "$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}});
+    let g = Grammar::from_pieces(
+        &[Piece::Text("<tool_call>\n".into()), Piece::Json(call), Piece::Text("\n</tool_call>".into())],
+        1,
+        Some(2),
+        "\n",
+    )
+    .unwrap();
+    let one = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>";
+    assert!(g.accepts(one));
+    assert!(g.accepts(&format!("{one}\n{one}")));
+    assert!(!g.accepts(&format!("{one}\n{one}\n{one}")));
+    assert!(!g.accepts(""));
+    assert!(!g.accepts("<tool_call>\n{\"name\": \"g\", \"arguments\": {\"x\": 1}}\n</tool_call>"));
+}
