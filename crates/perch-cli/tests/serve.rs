@@ -240,6 +240,9 @@ fn structured_outputs_and_tool_calls_through_the_python_clients() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "structured_e2e.py failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "structured_e2e.py failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

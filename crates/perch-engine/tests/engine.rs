@@ -253,7 +253,10 @@ fn a_constraint_masks_and_ends_generation() {
         r
     };
     // Complete after 5 tokens: stops there, with only allowed tokens.
-    let (ids, finish, _) = collect(h.submit(constrained(Some(5), 50, SamplingParams::greedy())).unwrap());
+    let (ids, finish, _) = collect(
+        h.submit(constrained(Some(5), 50, SamplingParams::greedy()))
+            .unwrap(),
+    );
     assert_eq!(finish, FinishReason::Stop);
     assert_eq!(ids.len(), 5);
     assert!(ids.iter().all(|t| allowed.contains(t)), "{ids:?}");
@@ -269,14 +272,28 @@ fn a_constraint_masks_and_ends_generation() {
     let (ids, _, _) = collect(h.submit(constrained(Some(12), 50, sampled)).unwrap());
     assert!(ids.iter().all(|t| allowed.contains(t)), "{ids:?}");
     // Never complete: max_tokens ends it with Length.
-    let (ids, finish, _) = collect(h.submit(constrained(None, 7, SamplingParams::greedy())).unwrap());
+    let (ids, finish, _) = collect(
+        h.submit(constrained(None, 7, SamplingParams::greedy()))
+            .unwrap(),
+    );
     assert_eq!((ids.len(), finish), (7, FinishReason::Length));
     // The constrained sequence is the same alone and batched with unconstrained ones.
-    let alone = collect(h.submit(constrained(Some(8), 50, SamplingParams::greedy())).unwrap()).0;
+    let alone = collect(
+        h.submit(constrained(Some(8), 50, SamplingParams::greedy()))
+            .unwrap(),
+    )
+    .0;
     let others: Vec<_> = (0..4)
-        .map(|i| h.submit(request(prompt(10 + i, 15 + 7 * i as usize), 12)).unwrap())
+        .map(|i| {
+            h.submit(request(prompt(10 + i, 15 + 7 * i as usize), 12))
+                .unwrap()
+        })
         .collect();
-    let batched = collect(h.submit(constrained(Some(8), 50, SamplingParams::greedy())).unwrap()).0;
+    let batched = collect(
+        h.submit(constrained(Some(8), 50, SamplingParams::greedy()))
+            .unwrap(),
+    )
+    .0;
     assert_eq!(alone, batched);
     for rx in others {
         assert_eq!(collect(rx).1, FinishReason::Length);

@@ -233,7 +233,9 @@ impl Lowerer<'_> {
                 }
                 match max {
                     None => out.push(Item::Call(self.star(unit, parent))),
-                    Some(m) if *m > *min => out.push(Item::Call(self.opt_chain(unit, m - min, parent))),
+                    Some(m) if *m > *min => {
+                        out.push(Item::Call(self.opt_chain(unit, m - min, parent)))
+                    }
                     Some(_) => {}
                 }
             }

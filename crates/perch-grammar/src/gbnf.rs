@@ -131,7 +131,9 @@ impl Parser {
 
     fn eat_str(&mut self, s: &str) -> bool {
         let n = s.chars().count();
-        if self.chars.len() >= self.i + n && self.chars[self.i..self.i + n].iter().copied().eq(s.chars()) {
+        if self.chars.len() >= self.i + n
+            && self.chars[self.i..self.i + n].iter().copied().eq(s.chars())
+        {
             self.i += n;
             true
         } else {
@@ -218,9 +220,8 @@ impl Parser {
                                     lo
                                 };
                                 if hi < lo {
-                                    return Err(self.err(format!(
-                                        "character range `{lo}-{hi}` is reversed"
-                                    )));
+                                    return Err(self
+                                        .err(format!("character range `{lo}-{hi}` is reversed")));
                                 }
                                 ranges.push((lo as u32, hi as u32));
                             }
@@ -344,7 +345,9 @@ impl Parser {
         if c != '\\' {
             return Ok(c);
         }
-        let e = self.peek().ok_or_else(|| self.err("unexpected end after `\\`"))?;
+        let e = self
+            .peek()
+            .ok_or_else(|| self.err("unexpected end after `\\`"))?;
         self.i += 1;
         let hex = |p: &mut Parser, n: usize| -> Result<char> {
             let mut v: u32 = 0;

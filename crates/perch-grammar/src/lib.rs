@@ -52,8 +52,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use error::{GrammarError, Result};
-pub use schema::Piece;
 pub use matcher::Matcher;
+pub use schema::Piece;
 pub use vocab::{TokenMask, TokenVocab};
 
 use crate::ast::{Expr, Rules};

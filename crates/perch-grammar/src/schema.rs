@@ -121,7 +121,10 @@ impl Json {
             "number" => Expr::Seq(vec![
                 Expr::opt(Expr::lit("-")),
                 integral(),
-                Expr::opt(Expr::Seq(vec![Expr::lit("."), Expr::repeat(digit(), 1, Some(16))])),
+                Expr::opt(Expr::Seq(vec![
+                    Expr::lit("."),
+                    Expr::repeat(digit(), 1, Some(16)),
+                ])),
                 Expr::opt(Expr::Seq(vec![
                     Expr::class(&[('e', 'e'), ('E', 'E')], false),
                     Expr::opt(Expr::class(&[('-', '-'), ('+', '+')], false)),
@@ -225,7 +228,9 @@ pub fn compile_pieces(
     sep: &str,
 ) -> Result<(Rules, usize)> {
     if max.is_some_and(|m| m < min || m == 0) {
-        return Err(GrammarError::Empty("a repetition that allows nothing".into()));
+        return Err(GrammarError::Empty(
+            "a repetition that allows nothing".into(),
+        ));
     }
     let null = Value::Null;
     let mut c = Compiler {
@@ -382,7 +387,10 @@ impl<'a> Compiler<'a> {
                 }
                 Ok(Expr::Alt(out))
             }
-            Some(_) => Err(invalid(path, "`type` must be a string or a list of strings")),
+            Some(_) => Err(invalid(
+                path,
+                "`type` must be a string or a list of strings",
+            )),
             None => {
                 if obj.contains_key("properties") || obj.contains_key("additionalProperties") {
                     self.typed("object", obj, path)
@@ -457,7 +465,9 @@ impl<'a> Compiler<'a> {
                     other => {
                         return Err(unsupported(
                             &part_path,
-                            format!("`allOf` of schemas with `{other}` (only object schemas are merged)"),
+                            format!(
+                                "`allOf` of schemas with `{other}` (only object schemas are merged)"
+                            ),
                         ));
                     }
                 }
@@ -474,12 +484,18 @@ impl<'a> Compiler<'a> {
         let Some(pointer) = r.strip_prefix('#') else {
             return Err(unsupported(
                 path,
-                format!("`$ref` to `{r}` (only references within the schema, starting with `#`, are supported)"),
+                format!(
+                    "`$ref` to `{r}` (only references within the schema, starting with `#`, are supported)"
+                ),
             ));
         };
         let pointer = percent_decode(pointer);
-        doc.pointer(&pointer)
-            .ok_or_else(|| invalid(path, format!("`$ref` `{r}` points to nothing in the schema")))
+        doc.pointer(&pointer).ok_or_else(|| {
+            invalid(
+                path,
+                format!("`$ref` `{r}` points to nothing in the schema"),
+            )
+        })
     }
 
     fn reference(&mut self, r: &str, path: &str) -> Result<Expr> {
@@ -487,7 +503,11 @@ impl<'a> Compiler<'a> {
             return Ok(Expr::Rule(id));
         }
         let target = self.resolve(r, path)?;
-        let name = r.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("ref");
+        let name = r
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("ref");
         let id = self.json.rules.fresh(&format!("ref-{}", rule_name(name)));
         self.refs.insert(r.to_string(), id);
         let body = self.visit(target, r)?;
@@ -517,7 +537,10 @@ impl<'a> Compiler<'a> {
                     "`{key}` = {n} at {path} (at most {})",
                     crate::ast::MAX_REPEAT
                 ))),
-                None => Err(invalid(path, format!("`{key}` must be a non-negative integer"))),
+                None => Err(invalid(
+                    path,
+                    format!("`{key}` must be a non-negative integer"),
+                )),
             },
         }
     }
@@ -533,7 +556,10 @@ impl<'a> Compiler<'a> {
         let q = Expr::lit("\"");
         if let Some(p) = obj.get("pattern") {
             if min.is_some() || max.is_some() {
-                return Err(unsupported(path, "`pattern` together with `minLength`/`maxLength`"));
+                return Err(unsupported(
+                    path,
+                    "`pattern` together with `minLength`/`maxLength`",
+                ));
             }
             let p = p
                 .as_str()
@@ -548,9 +574,13 @@ impl<'a> Compiler<'a> {
             let f = f
                 .as_str()
                 .ok_or_else(|| invalid(path, "`format` must be a string"))?;
-            let body = format_expr(f).ok_or_else(|| unsupported(path, format!("string format `{f}`")))?;
+            let body =
+                format_expr(f).ok_or_else(|| unsupported(path, format!("string format `{f}`")))?;
             if min.is_some() || max.is_some() {
-                return Err(unsupported(path, "`format` together with `minLength`/`maxLength`"));
+                return Err(unsupported(
+                    path,
+                    "`format` together with `minLength`/`maxLength`",
+                ));
             }
             let id = self.json.rules.fresh(&rule_name(f));
             self.json.rules.set(id, body);
@@ -617,14 +647,21 @@ impl<'a> Compiler<'a> {
         if let (Some(a), Some(b)) = (lo, hi)
             && a > b
         {
-            return Err(invalid(path, "no integer lies between the minimum and the maximum"));
+            return Err(invalid(
+                path,
+                "no integer lies between the minimum and the maximum",
+            ));
         }
         Ok(int_range(lo, hi))
     }
 
     fn number(&mut self, obj: &Map<String, Value>, path: &str) -> Result<Expr> {
         let keys = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
-        let present: Vec<&str> = keys.iter().copied().filter(|k| obj.contains_key(*k)).collect();
+        let present: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| obj.contains_key(*k))
+            .collect();
         if present.is_empty() {
             return Ok(self.json.prim("number"));
         }
@@ -674,7 +711,10 @@ impl<'a> Compiler<'a> {
             Some(Value::Bool(false)) => None,
             Some(v @ (Value::Bool(true) | Value::Object(_))) => Some(v.clone()),
             Some(_) => {
-                return Err(invalid(path, "`additionalProperties` must be a boolean or a schema"));
+                return Err(invalid(
+                    path,
+                    "`additionalProperties` must be a boolean or a schema",
+                ));
             }
         };
         if let Some(p) = props {
@@ -682,7 +722,9 @@ impl<'a> Compiler<'a> {
                 if !p.contains_key(*r) && additional.is_none() {
                     return Err(invalid(
                         path,
-                        format!("required property `{r}` is not among the properties and no others are allowed"),
+                        format!(
+                            "required property `{r}` is not among the properties and no others are allowed"
+                        ),
                     ));
                 }
             }
@@ -691,7 +733,10 @@ impl<'a> Compiler<'a> {
         let mut elems: Vec<(Expr, bool)> = Vec::new();
         if let Some(p) = props {
             for (name, sub) in p {
-                let sub_path = format!("{path}/properties/{}", name.replace('~', "~0").replace('/', "~1"));
+                let sub_path = format!(
+                    "{path}/properties/{}",
+                    name.replace('~', "~0").replace('/', "~1")
+                );
                 let value = self.visit(sub, &sub_path)?;
                 let id = self.json.rules.fresh(&format!("{}-value", rule_name(name)));
                 self.json.rules.set(id, value);
@@ -725,7 +770,11 @@ impl<'a> Compiler<'a> {
         let after = |from: usize| -> Expr {
             let mut seq = Vec::new();
             for (kv, req) in &elems[from..] {
-                seq.push(if *req { comma(kv) } else { Expr::opt(comma(kv)) });
+                seq.push(if *req {
+                    comma(kv)
+                } else {
+                    Expr::opt(comma(kv))
+                });
             }
             if let Some(x) = &extra {
                 seq.push(Expr::star(comma(x)));
@@ -740,7 +789,11 @@ impl<'a> Compiler<'a> {
         for i in (0..elems.len()).rev() {
             let (kv, req) = &elems[i];
             let take = Expr::Seq(vec![kv.clone(), after(i + 1)]);
-            first = if *req { take } else { Expr::Alt(vec![take, first]) };
+            first = if *req {
+                take
+            } else {
+                Expr::Alt(vec![take, first])
+            };
         }
         Ok(Expr::Seq(vec![Expr::lit("{"), ws, first, Expr::lit("}")]))
     }
@@ -799,7 +852,8 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
         {
             out.push(v);
             i += 3;
@@ -845,7 +899,10 @@ fn format_expr(f: &str) -> Option<Expr> {
             minute(),
             Expr::lit(":"),
             minute(),
-            Expr::opt(Expr::Seq(vec![Expr::lit("."), Expr::repeat(d(), 1, Some(6))])),
+            Expr::opt(Expr::Seq(vec![
+                Expr::lit("."),
+                Expr::repeat(d(), 1, Some(6)),
+            ])),
             Expr::Alt(vec![
                 Expr::lit("Z"),
                 Expr::Seq(vec![
@@ -896,7 +953,14 @@ fn format_expr(f: &str) -> Option<Expr> {
             let atom = || {
                 Expr::repeat(
                     Expr::class(
-                        &[('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_'), ('+', '+'), ('-', '-')],
+                        &[
+                            ('a', 'z'),
+                            ('A', 'Z'),
+                            ('0', '9'),
+                            ('_', '_'),
+                            ('+', '+'),
+                            ('-', '-'),
+                        ],
                         false,
                     ),
                     1,
@@ -935,7 +999,17 @@ fn format_expr(f: &str) -> Option<Expr> {
         "uri" => Expr::Seq(vec![
             Expr::class(&[('a', 'z'), ('A', 'Z')], false),
             Expr::repeat(
-                Expr::class(&[('a', 'z'), ('A', 'Z'), ('0', '9'), ('+', '+'), ('.', '.'), ('-', '-')], false),
+                Expr::class(
+                    &[
+                        ('a', 'z'),
+                        ('A', 'Z'),
+                        ('0', '9'),
+                        ('+', '+'),
+                        ('.', '.'),
+                        ('-', '-'),
+                    ],
+                    false,
+                ),
                 0,
                 Some(15),
             ),
@@ -976,9 +1050,10 @@ pub fn int_range(lo: Option<i64>, hi: Option<i64>) -> Expr {
     let neg_lo = hi.map_or(1, |h| if h < 0 { h.unsigned_abs() } else { 1 });
     match neg_hi {
         None => alts.push(Expr::Seq(vec![Expr::lit("-"), nonneg_range(neg_lo, None)])),
-        Some(Some(nh)) if nh >= neg_lo => {
-            alts.push(Expr::Seq(vec![Expr::lit("-"), nonneg_range(neg_lo, Some(nh))]))
-        }
+        Some(Some(nh)) if nh >= neg_lo => alts.push(Expr::Seq(vec![
+            Expr::lit("-"),
+            nonneg_range(neg_lo, Some(nh)),
+        ])),
         _ => {}
     }
     // Non-negative part: [max(0, lo), hi].
@@ -1028,17 +1103,26 @@ fn same_len(lo: &[u8], hi: &[u8]) -> Expr {
     }
     let n = lo.len() - 1;
     if lo[1..].iter().all(|&c| c == b'0') && hi[1..].iter().all(|&c| c == b'9') {
-        return Expr::Seq(vec![dc(lo[0], hi[0]), Expr::repeat(dc(b'0', b'9'), n as u32, Some(n as u32))]);
+        return Expr::Seq(vec![
+            dc(lo[0], hi[0]),
+            Expr::repeat(dc(b'0', b'9'), n as u32, Some(n as u32)),
+        ]);
     }
     let nines = vec![b'9'; n];
     let zeros = vec![b'0'; n];
-    let mut alts = vec![Expr::Seq(vec![Expr::Lit(vec![lo[0]]), same_len(&lo[1..], &nines)])];
+    let mut alts = vec![Expr::Seq(vec![
+        Expr::Lit(vec![lo[0]]),
+        same_len(&lo[1..], &nines),
+    ])];
     if hi[0] - lo[0] > 1 {
         alts.push(Expr::Seq(vec![
             dc(lo[0] + 1, hi[0] - 1),
             Expr::repeat(dc(b'0', b'9'), n as u32, Some(n as u32)),
         ]));
     }
-    alts.push(Expr::Seq(vec![Expr::Lit(vec![hi[0]]), same_len(&zeros, &hi[1..])]));
+    alts.push(Expr::Seq(vec![
+        Expr::Lit(vec![hi[0]]),
+        same_len(&zeros, &hi[1..]),
+    ]));
     Expr::Alt(alts)
 }

@@ -23,7 +23,14 @@ fn llama_cpp_json_gbnf() {
     ] {
         assert!(g.accepts(ok), "should accept {ok:?}");
     }
-    for bad in ["[]", "{", r#"{"a" 1}"#, r#"{"a": 01}"#, "{\"a\": \"\u{1}\"}", r#"{a: 1}"#] {
+    for bad in [
+        "[]",
+        "{",
+        r#"{"a" 1}"#,
+        r#"{"a": 01}"#,
+        "{\"a\": \"\u{1}\"}",
+        r#"{a: 1}"#,
+    ] {
         assert!(!g.accepts(bad), "should reject {bad:?}");
     }
     assert!(g.accepts_prefix("{\"a\": [1, "));
@@ -82,7 +89,10 @@ fn gbnf_errors_are_named() {
         ("root ::= [a-", "unterminated character class"),
         ("root ::= (\"x\"", "expecting `)`"),
         ("root ::= root \"x\"", "left-recursive"),
-        ("root ::= a\na ::= b? a \"x\"\nb ::= \"b\"", "left-recursive"),
+        (
+            "root ::= a\na ::= b? a \"x\"\nb ::= \"b\"",
+            "left-recursive",
+        ),
         ("root ::= \"x\"{3,1}", "maximum below its minimum"),
         ("root ::= \"\\q\"", "unknown escape"),
         ("root ::= <[12]>", "token references"),
@@ -115,7 +125,10 @@ fn check_schema(schema: Value, accept: &[&str], reject: &[&str]) {
     for a in accept {
         assert!(g.accepts(a), "{schema}: should accept {a}");
         let inst: Value = serde_json::from_str(a).unwrap();
-        assert!(v.is_valid(&inst), "{schema}: test instance {a} is not valid");
+        assert!(
+            v.is_valid(&inst),
+            "{schema}: test instance {a} is not valid"
+        );
     }
     for r in reject {
         assert!(!g.accepts(r), "{schema}: should reject {r}");
@@ -157,8 +170,17 @@ fn schema_objects() {
     // No required properties: any subset, in order.
     check_schema(
         json!({"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "null"}}}),
-        &["{}", r#"{"a": true}"#, r#"{"b": null}"#, r#"{"a": false, "b": null}"#],
-        &[r#"{"b": null, "a": true}"#, r#"{,"b": null}"#, r#"{"c": 1}"#],
+        &[
+            "{}",
+            r#"{"a": true}"#,
+            r#"{"b": null}"#,
+            r#"{"a": false, "b": null}"#,
+        ],
+        &[
+            r#"{"b": null, "a": true}"#,
+            r#"{,"b": null}"#,
+            r#"{"c": 1}"#,
+        ],
     );
     // additionalProperties as a schema.
     check_schema(
@@ -248,26 +270,59 @@ fn schema_arrays_numbers_strings() {
         &[r#""""#, r#""abc""#, r#""é中😀""#, r#""\n\"""#],
         &[r#""abcd""#, "\"a\nb\""],
     );
-    check_schema(json!({"type": "string", "format": "ipv4"}), &[r#""192.168.0.255""#], &[r#""256.1.1.1""#]);
-    check_schema(json!({"type": "boolean"}), &["true", "false"], &["True", "1"]);
-    check_schema(json!({}), &["1", "\"x\"", "[{}]", "{\"a\": null}"], &["", "[1,]"]);
+    check_schema(
+        json!({"type": "string", "format": "ipv4"}),
+        &[r#""192.168.0.255""#],
+        &[r#""256.1.1.1""#],
+    );
+    check_schema(
+        json!({"type": "boolean"}),
+        &["true", "false"],
+        &["True", "1"],
+    );
+    check_schema(
+        json!({}),
+        &["1", "\"x\"", "[{}]", "{\"a\": null}"],
+        &["", "[1,]"],
+    );
 }
 
 #[test]
 fn schema_errors_name_the_feature() {
     let cases = [
         (json!({"type": "object", "not": {}}), "`not`"),
-        (json!({"type": "array", "uniqueItems": true}), "`uniqueItems`"),
+        (
+            json!({"type": "array", "uniqueItems": true}),
+            "`uniqueItems`",
+        ),
         (json!({"type": "number", "multipleOf": 2}), "`multipleOf`"),
-        (json!({"type": "string", "format": "ipv6"}), "string format `ipv6`"),
-        (json!({"$ref": "https://example.com/s.json"}), "`$ref` to `https://example.com/s.json`"),
-        (json!({"type": "number", "maximum": 3}), "`maximum` on a `number`"),
-        (json!({"type": "object", "patternProperties": {"a": {}}}), "`patternProperties`"),
-        (json!({"properties": {"a": {"type": "wizard"}}}), "unknown type `wizard`"),
+        (
+            json!({"type": "string", "format": "ipv6"}),
+            "string format `ipv6`",
+        ),
+        (
+            json!({"$ref": "https://example.com/s.json"}),
+            "`$ref` to `https://example.com/s.json`",
+        ),
+        (
+            json!({"type": "number", "maximum": 3}),
+            "`maximum` on a `number`",
+        ),
+        (
+            json!({"type": "object", "patternProperties": {"a": {}}}),
+            "`patternProperties`",
+        ),
+        (
+            json!({"properties": {"a": {"type": "wizard"}}}),
+            "unknown type `wizard`",
+        ),
         (json!({"$ref": "#/$defs/missing"}), "points to nothing"),
         (json!({"enum": []}), "`enum` must not be empty"),
         (json!({"type": "string", "pattern": "(?<=a)b"}), "pattern"),
-        (json!({"type": "integer", "minimum": 5, "maximum": 1}), "no integer"),
+        (
+            json!({"type": "integer", "minimum": 5, "maximum": 1}),
+            "no integer",
+        ),
         (json!(false), "allows no value"),
         (json!(3), "must be an object"),
     ];
@@ -298,10 +353,13 @@ fn regex_and_choices() {
 
 /// A small vocabulary with multi-byte and character-splitting tokens.
 fn vocab() -> (Vec<Vec<u8>>, Arc<TokenVocab>) {
-    let mut toks: Vec<Vec<u8>> = ["{", "}", "{\"", "\":", "\"", " ", "\n", ",", "a", "ab", "b", "1", "12", "true", "tr", "ue", "null", "[", "]", "\": \"", "\"}", "é"]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
+    let mut toks: Vec<Vec<u8>> = [
+        "{", "}", "{\"", "\":", "\"", " ", "\n", ",", "a", "ab", "b", "1", "12", "true", "tr",
+        "ue", "null", "[", "]", "\": \"", "\"}", "é",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
     toks.push(vec![0xC3]); // the first byte of é
     toks.push(vec![0xA9]); // its second byte
     toks.push(vec![0xE4, 0xB8]); // part of 中
@@ -336,13 +394,22 @@ fn masks_match_brute_force() {
                 let mut mm = g.matcher(vocab.clone());
                 mm.accept_bytes(&cand)
             };
-            assert_eq!(mask.is_allowed(id as u32), viable, "after {:?}, token {:?}", String::from_utf8_lossy(&prefix), String::from_utf8_lossy(bytes));
+            assert_eq!(
+                mask.is_allowed(id as u32),
+                viable,
+                "after {:?}, token {:?}",
+                String::from_utf8_lossy(&prefix),
+                String::from_utf8_lossy(bytes)
+            );
         }
         assert_eq!(mask.is_allowed(eos), m.is_accepting());
         m.accept_token(t).unwrap();
         prefix.extend_from_slice(&toks[t as usize]);
     }
-    assert_eq!(String::from_utf8(prefix).unwrap(), "{\"a\": \"é中\", \"b\": 12}");
+    assert_eq!(
+        String::from_utf8(prefix).unwrap(),
+        "{\"a\": \"é中\", \"b\": 12}"
+    );
     assert!(m.is_finished());
     assert!(m.accept_token(5).is_err());
     let v: Value = serde_json::from_str("{\"a\": \"é中\", \"b\": 12}").unwrap();
@@ -385,7 +452,11 @@ fn pieces_compose_text_and_schemas() {
     let call = json!({"type": "object", "properties": {"name": {"const": "f"}, "arguments": {"$ref": "#/$defs/a"}}, "required": ["name", "arguments"],
         "$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}});
     let g = Grammar::from_pieces(
-        &[Piece::Text("<tool_call>\n".into()), Piece::Json(call), Piece::Text("\n</tool_call>".into())],
+        &[
+            Piece::Text("<tool_call>\n".into()),
+            Piece::Json(call),
+            Piece::Text("\n</tool_call>".into()),
+        ],
         1,
         Some(2),
         "\n",

@@ -140,7 +140,10 @@ pub fn from_openai(
             },
         ));
     }
-    for (param, v) in [("json_schema", &ext.json_schema), ("guided_json", &ext.guided_json)] {
+    for (param, v) in [
+        ("json_schema", &ext.json_schema),
+        ("guided_json", &ext.guided_json),
+    ] {
         if let Some(s) = v.as_ref().filter(|v| !v.is_null()) {
             // vLLM accepts the schema as a JSON string too.
             let schema = match s {
@@ -326,7 +329,10 @@ mod tests {
     #[test]
     fn formats_from_requests() {
         let none = GuidedFields::default();
-        assert_eq!(from_openai(Some(&json!({"type": "text"})), &none).unwrap(), None);
+        assert_eq!(
+            from_openai(Some(&json!({"type": "text"})), &none).unwrap(),
+            None
+        );
         assert_eq!(
             from_openai(Some(&json!({"type": "json_object"})), &none).unwrap(),
             Some(OutputFormat::JsonObject)
@@ -345,7 +351,10 @@ mod tests {
             ..Default::default()
         };
         assert!(from_openai(Some(&json!({"type": "json_object"})), &both).is_err());
-        assert_eq!(from_ollama(Some(&json!("json"))).unwrap(), Some(OutputFormat::JsonObject));
+        assert_eq!(
+            from_ollama(Some(&json!("json"))).unwrap(),
+            Some(OutputFormat::JsonObject)
+        );
         assert!(from_ollama(Some(&json!("yaml"))).is_err());
         let e = OutputFormat::JsonSchema {
             schema: json!({"type": "array", "uniqueItems": true}),

@@ -259,11 +259,20 @@ async fn bad_requests_get_the_right_status_and_error_object() {
         }
         if name.contains("unsupported schema feature") {
             let msg = e["message"].as_str().unwrap();
-            assert!(msg.contains("`not`") || msg.contains("`uniqueItems`"), "names the feature: {v}");
+            assert!(
+                msg.contains("`not`") || msg.contains("`uniqueItems`"),
+                "names the feature: {v}"
+            );
             assert_eq!(e["code"], "unsupported_schema", "{v}");
         }
         if name == "an invalid GBNF grammar" {
-            assert!(e["message"].as_str().unwrap().contains("undefined rule `foo`"), "{v}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("undefined rule `foo`"),
+                "{v}"
+            );
         }
         // And the server keeps serving.
         let (status, _) = send_json(&app, get("/v1/models")).await;

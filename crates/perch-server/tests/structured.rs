@@ -139,7 +139,10 @@ async fn schema_constrained_answers_always_validate() {
         let val = validator(schema);
         for choice in v["choices"].as_array().unwrap() {
             let text = choice["message"]["content"].as_str().unwrap();
-            assert_eq!(choice["finish_reason"], "stop", "{name}: did not finish: {text:?}");
+            assert_eq!(
+                choice["finish_reason"], "stop",
+                "{name}: did not finish: {text:?}"
+            );
             let parsed: Value = serde_json::from_str(text)
                 .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {text:?}"));
             let errors: Vec<String> = val.iter_errors(&parsed).map(|e| e.to_string()).collect();
@@ -176,7 +179,11 @@ async fn json_object_mode_and_other_constraints() {
     for (field, value, check) in [
         ("guided_regex", json!("[0-9]{3}-[a-z]{2}"), "regex"),
         ("guided_choice", json!(["red", "green", "blue"]), "choice"),
-        ("grammar", json!("root ::= (\"yes\" | \"no\") \", \" [a-z]{2,5} \".\""), "gbnf"),
+        (
+            "grammar",
+            json!("root ::= (\"yes\" | \"no\") \", \" [a-z]{2,5} \".\""),
+            "gbnf",
+        ),
     ] {
         let (status, v) = send_json(
             &app,
@@ -188,7 +195,10 @@ async fn json_object_mode_and_other_constraints() {
         .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         let text = v["choices"][0]["text"].as_str().unwrap();
-        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{check}: {text:?}");
+        assert_eq!(
+            v["choices"][0]["finish_reason"], "stop",
+            "{check}: {text:?}"
+        );
         let ok = match check {
             "regex" => {
                 let b = text.as_bytes();
@@ -199,7 +209,9 @@ async fn json_object_mode_and_other_constraints() {
             }
             "choice" => ["red", "green", "blue"].contains(&text),
             _ => {
-                let rest = text.strip_prefix("yes, ").or_else(|| text.strip_prefix("no, "));
+                let rest = text
+                    .strip_prefix("yes, ")
+                    .or_else(|| text.strip_prefix("no, "));
                 rest.and_then(|r| r.strip_suffix('.')).is_some_and(|w| {
                     (2..=5).contains(&w.len()) && w.bytes().all(|c| c.is_ascii_lowercase())
                 })
@@ -243,7 +255,10 @@ async fn a_grammar_that_cannot_finish_ends_with_length() {
         .map(|e| serde_json::from_str::<Value>(e).unwrap())
         .map(|c| c["choices"][0]["text"].as_str().unwrap_or("").to_string())
         .collect();
-    assert!(text.starts_with("ab") && text.chars().all(|c| c == 'a' || c == 'b'), "{text:?}");
+    assert!(
+        text.starts_with("ab") && text.chars().all(|c| c == 'a' || c == 'b'),
+        "{text:?}"
+    );
     let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "length", "{last}");
     wait_idle(&state).await;
@@ -273,12 +288,15 @@ async fn forced_tool_calls_validate_and_stream_in_openais_shape() {
     assert_eq!(status, StatusCode::OK, "{v}");
     let choice = &v["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
-    let calls = choice["message"]["tool_calls"].as_array().expect("tool_calls");
+    let calls = choice["message"]["tool_calls"]
+        .as_array()
+        .expect("tool_calls");
     assert_eq!(calls.len(), 1, "{v}");
     assert_eq!(calls[0]["type"], "function");
     assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(calls[0]["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(val.is_valid(&args), "{args}");
 
     // Streamed: the same call, rebuilt from its deltas.
@@ -295,7 +313,11 @@ async fn forced_tool_calls_validate_and_stream_in_openais_shape() {
     let mut arguments = String::new();
     let mut ids = Vec::new();
     for c in &chunks {
-        for tc in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for tc in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             assert_eq!(tc["index"], 0);
             if let Some(id) = tc["id"].as_str() {
                 ids.push(id.to_string());
@@ -366,7 +388,10 @@ async fn ollama_format_and_tools() {
     assert_eq!(status, StatusCode::OK, "{v}");
     if v["done_reason"] == "stop" {
         let r = v["response"].as_str().unwrap();
-        assert!(serde_json::from_str::<Value>(r).is_ok_and(|x| x.is_object()), "{r}");
+        assert!(
+            serde_json::from_str::<Value>(r).is_ok_and(|x| x.is_object()),
+            "{r}"
+        );
     }
 
     // Tools, streamed as NDJSON: a call's arguments are an object.

@@ -432,7 +432,16 @@ pub async fn generate(
     let run = runs
         .pop()
         .ok_or_else(|| submit_error(perch_engine::EngineError::BadConfig("no run".into())))?;
-    Ok(respond(run, req.stream != Some(false), false, load, started, ids, None).await?)
+    Ok(respond(
+        run,
+        req.stream != Some(false),
+        false,
+        load,
+        started,
+        ids,
+        None,
+    )
+    .await?)
 }
 
 /// `POST /api/chat`.
@@ -482,9 +491,16 @@ pub async fn chat(
         return Ok(load_only(&model, true, unload));
     }
     spec.defaults.add_system(&mut messages);
-    let tools = tools::plan(req.tools.as_ref(), None, None, model.chat.template().source())?;
+    let tools = tools::plan(
+        req.tools.as_ref(),
+        None,
+        None,
+        model.chat.template().source(),
+    )?;
     if tools.is_some() && format.is_some() {
-        return Err(ApiError::invalid_param("format", "`format` cannot be combined with `tools`").into());
+        return Err(
+            ApiError::invalid_param("format", "`format` cannot be combined with `tools`").into(),
+        );
     }
     if let Some(text) = format.as_ref().and_then(|f| f.instructions()) {
         add_to_system(&mut messages, &text);
@@ -515,7 +531,16 @@ pub async fn chat(
         .pop()
         .ok_or_else(|| submit_error(perch_engine::EngineError::BadConfig("no run".into())))?;
     let family = tools.as_ref().map(|t| t.family);
-    Ok(respond(run, req.stream != Some(false), true, load, started, ids, family).await?)
+    Ok(respond(
+        run,
+        req.stream != Some(false),
+        true,
+        load,
+        started,
+        ids,
+        family,
+    )
+    .await?)
 }
 
 #[cfg(test)]

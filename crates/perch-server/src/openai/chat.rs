@@ -11,9 +11,6 @@ use perch_engine::sampling::Logprobs;
 use serde_json::{Value, json};
 
 use super::types::{ChatRequest, Stop, check_bias, messages_to_template, reject_unsupported};
-use crate::structured::{self, add_to_system};
-use crate::tools::parse::{Parsed, parse};
-use crate::tools::{self, Family, ToolPlan};
 use super::{FINGERPRINT, usage, usage_json};
 use crate::error::{ApiError, ApiJson};
 use crate::generation::{
@@ -21,6 +18,9 @@ use crate::generation::{
 };
 use crate::state::{AppState, LoadedModel};
 use crate::stream::{chunks, sse};
+use crate::structured::{self, add_to_system};
+use crate::tools::parse::{Parsed, parse};
+use crate::tools::{self, Family, ToolPlan};
 
 /// One token's entry in a chat `logprobs.content` list.
 fn logprob_entry(model: &LoadedModel, lp: &Logprobs) -> Value {
@@ -304,7 +304,11 @@ fn tool_message(p: &Parsed, finish: &'static str) -> (Value, &'static str) {
     let calls: Vec<Value> = p.calls.iter().map(|c| c.openai()).collect();
     (
         json!({"role": "assistant", "content": p.content, "refusal": null, "tool_calls": calls}),
-        if finish == "stop" { "tool_calls" } else { finish },
+        if finish == "stop" {
+            "tool_calls"
+        } else {
+            finish
+        },
     )
 }
 
@@ -333,7 +337,9 @@ fn tool_deltas(p: &Parsed, finish: &'static str) -> (Vec<Value>, &'static str) {
             while !rest.is_char_boundary(cut) {
                 cut += 1;
             }
-            out.push(json!({"tool_calls": [{"index": k, "function": {"arguments": &rest[..cut]}}]}));
+            out.push(
+                json!({"tool_calls": [{"index": k, "function": {"arguments": &rest[..cut]}}]}),
+            );
             rest = &rest[cut..];
         }
     }
@@ -366,11 +372,21 @@ mod tests {
         assert_eq!(d[0]["tool_calls"][0]["function"]["name"], "get_weather");
         let args: String = d[1..]
             .iter()
-            .map(|x| x["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
+            .map(|x| {
+                x["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+            })
             .collect();
-        assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), p.calls[0].arguments);
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            p.calls[0].arguments
+        );
         assert!(d.len() > 2);
         let (m, f) = tool_message(&p, "length");
-        assert_eq!((m["tool_calls"][0]["type"].as_str(), f), (Some("function"), "length"));
+        assert_eq!(
+            (m["tool_calls"][0]["type"].as_str(), f),
+            (Some("function"), "length")
+        );
     }
 }

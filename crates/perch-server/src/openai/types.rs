@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::structured::GuidedFields;
 use crate::state::ModelDefaults;
+use crate::structured::GuidedFields;
 
 /// `stop`: a string or a list of strings.
 #[derive(Debug, Clone, Deserialize)]

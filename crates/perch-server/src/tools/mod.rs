@@ -182,7 +182,9 @@ fn parse_tools(tools: Option<&Value>) -> Result<Vec<Tool>, ApiError> {
         {
             return Err(ApiError::invalid_param(
                 p("function.name"),
-                format!("`tools[{i}].function.name` must be letters, digits, `_`, `-` or `.`, at most 64, got `{name}`"),
+                format!(
+                    "`tools[{i}].function.name` must be letters, digits, `_`, `-` or `.`, at most 64, got `{name}`"
+                ),
             ));
         }
         if out.iter().any(|t| t.name == name) {
@@ -205,7 +207,10 @@ fn parse_tools(tools: Option<&Value>) -> Result<Vec<Tool>, ApiError> {
             .map_err(|e| grammar_error(&p("function.parameters"), e))?;
         out.push(Tool {
             name: name.to_string(),
-            description: f.get("description").and_then(Value::as_str).map(str::to_string),
+            description: f
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             parameters: parameters.clone(),
             definition: json!({"type": "function", "function": {
                 "name": name,
@@ -400,9 +405,12 @@ impl ToolPlan {
                 serde_json::to_string(&t.parameters).unwrap_or_default()
             ));
         }
-        let call_example = r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}"#;
+        let call_example =
+            r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}"#;
         if self.forced() {
-            s.push_str(&format!("Respond by calling a tool, as JSON: {call_example}"));
+            s.push_str(&format!(
+                "Respond by calling a tool, as JSON: {call_example}"
+            ));
         } else {
             s.push_str(&format!(
                 "To call tools, respond with JSON: {call_example}\nOtherwise respond with JSON: {{\"response\": \"<your answer>\"}}"
@@ -417,7 +425,11 @@ impl ToolPlan {
 /// shown as a `tool_response`.
 pub fn generic_messages(messages: &mut [Value]) {
     for m in messages.iter_mut() {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("").to_string();
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if role == "assistant"
             && let Some(calls) = m.get("tool_calls").and_then(Value::as_array).cloned()
         {
@@ -473,26 +485,51 @@ mod tests {
     #[test]
     fn plans_and_grammars() {
         assert!(plan(None, None, None, "").unwrap().is_none());
-        assert!(plan(Some(&weather()), Some(&json!("none")), None, "").unwrap().is_none());
-        let e = plan(Some(&weather()), Some(&json!({"type": "function", "function": {"name": "nope"}})), None, "")
-            .unwrap_err();
+        assert!(
+            plan(Some(&weather()), Some(&json!("none")), None, "")
+                .unwrap()
+                .is_none()
+        );
+        let e = plan(
+            Some(&weather()),
+            Some(&json!({"type": "function", "function": {"name": "nope"}})),
+            None,
+            "",
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
         let e = plan(Some(&json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}])), None, None, "")
             .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters"));
         assert!(e.message.contains("`not`"));
 
-        let p = plan(Some(&weather()), Some(&json!("required")), Some(false), "{{ messages }}").unwrap().unwrap();
+        let p = plan(
+            Some(&weather()),
+            Some(&json!("required")),
+            Some(false),
+            "{{ messages }}",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p.family, Family::Generic);
         let g = p.grammar().unwrap().unwrap();
-        assert!(g.accepts(r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}"#));
+        assert!(g.accepts(
+            r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}"#
+        ));
         assert!(!g.accepts(r#"{"response": "hi"}"#));
         assert!(!g.accepts(r#"{"tool_calls": [{"name": "get_weather", "arguments": {}}]}"#));
         let auto = plan(Some(&weather()), None, None, "").unwrap().unwrap();
-        assert!(auto.grammar().unwrap().unwrap().accepts(r#"{"response": "hi"}"#));
+        assert!(
+            auto.grammar()
+                .unwrap()
+                .unwrap()
+                .accepts(r#"{"response": "hi"}"#)
+        );
 
         let hermes = "{% if tools %}<tools>{% endif %}<tool_call>";
-        let p = plan(Some(&weather()), Some(&json!("required")), None, hermes).unwrap().unwrap();
+        let p = plan(Some(&weather()), Some(&json!("required")), None, hermes)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.family, Family::Hermes);
         let g = p.grammar().unwrap().unwrap();
         let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"c\"}}\n</tool_call>";
@@ -510,7 +547,10 @@ mod tests {
         ];
         generic_messages(&mut m);
         let c: Value = serde_json::from_str(m[0]["content"].as_str().unwrap()).unwrap();
-        assert_eq!(c, json!({"tool_calls": [{"name": "f", "arguments": {"a": 1}}]}));
+        assert_eq!(
+            c,
+            json!({"tool_calls": [{"name": "f", "arguments": {"a": 1}}]})
+        );
         let t: Value = serde_json::from_str(m[1]["content"].as_str().unwrap()).unwrap();
         assert_eq!(t["tool_response"]["content"], "42");
     }

@@ -185,7 +185,10 @@ mod tests {
     use super::*;
 
     fn names(p: &Parsed) -> Vec<(&str, &Value)> {
-        p.calls.iter().map(|c| (c.name.as_str(), &c.arguments)).collect()
+        p.calls
+            .iter()
+            .map(|c| (c.name.as_str(), &c.arguments))
+            .collect()
     }
 
     #[test]
@@ -195,28 +198,48 @@ mod tests {
             Family::Hermes,
         );
         assert_eq!(p.content.as_deref(), Some("Let me check."));
-        assert_eq!(names(&p), vec![("f", &json!({"a": 1})), ("g", &json!({"b": 2}))]);
+        assert_eq!(
+            names(&p),
+            vec![("f", &json!({"a": 1})), ("g", &json!({"b": 2}))]
+        );
         assert!(p.calls[0].id.starts_with("call_"));
         assert_ne!(p.calls[0].id, p.calls[1].id);
 
-        let p = parse("[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]", Family::Mistral);
+        let p = parse(
+            "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]",
+            Family::Mistral,
+        );
         assert_eq!(names(&p), vec![("f", &json!({}))]);
         let p = parse("[TOOL_CALLS]f[ARGS]{\"x\": true}", Family::Mistral);
         assert_eq!(names(&p), vec![("f", &json!({"x": true}))]);
 
-        let p = parse("<|python_tag|>{\"name\": \"f\", \"parameters\": {\"q\": \"x\"}}", Family::Llama3);
+        let p = parse(
+            "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"q\": \"x\"}}",
+            Family::Llama3,
+        );
         assert_eq!(names(&p), vec![("f", &json!({"q": "x"}))]);
 
-        let p = parse("{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {}}]}", Family::Generic);
+        let p = parse(
+            "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {}}]}",
+            Family::Generic,
+        );
         assert_eq!(p.content, None);
         assert_eq!(names(&p), vec![("f", &json!({}))]);
         let p = parse("{\"response\": \"Hello\"}", Family::Generic);
         assert_eq!((p.content.as_deref(), p.calls.len()), (Some("Hello"), 0));
 
         // Not a call: the text as it is.
-        for fam in [Family::Hermes, Family::Mistral, Family::Llama3, Family::Generic] {
+        for fam in [
+            Family::Hermes,
+            Family::Mistral,
+            Family::Llama3,
+            Family::Generic,
+        ] {
             let p = parse("Just text {", fam);
-            assert_eq!((p.content.as_deref(), p.calls.len()), (Some("Just text {"), 0));
+            assert_eq!(
+                (p.content.as_deref(), p.calls.len()),
+                (Some("Just text {"), 0)
+            );
         }
         let p = parse("<tool_call>\n{\"name\": \"f\", \"argu", Family::Hermes);
         assert_eq!(p.calls.len(), 0);
