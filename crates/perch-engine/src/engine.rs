@@ -202,7 +202,7 @@ pub struct EngineStats {
 enum Command {
     Submit {
         id: SeqId,
-        req: GenerationRequest,
+        req: Box<GenerationRequest>,
         tx: UnboundedSender<Event>,
         at: Instant,
     },
@@ -361,7 +361,7 @@ impl EngineHandle {
         self.tx
             .send(Command::Submit {
                 id,
-                req,
+                req: Box::new(req),
                 tx,
                 at: Instant::now(),
             })
@@ -431,7 +431,7 @@ impl Loop {
                 match cmd {
                     Command::Submit { id, req, tx, at } => {
                         self.shared.pending.fetch_sub(1, Ordering::Relaxed);
-                        self.admit(id, req, tx, at);
+                        self.admit(id, *req, tx, at);
                     }
                     Command::Shutdown => shutdown = true,
                 }

@@ -10,6 +10,9 @@
 //! Divide by the decode step (`perch bench MODEL` tg128: about 9 ms per token for SmolLM2
 //! Q4_1 on 2 threads) for the overhead.
 
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 

@@ -171,8 +171,7 @@ impl Parser {
 
     fn sequence(&mut self, rule: &str, nested: bool) -> Result<Expr> {
         let mut items: Vec<Expr> = Vec::new();
-        loop {
-            let Some(c) = self.peek() else { break };
+        while let Some(c) = self.peek() {
             let item = match c {
                 '"' => {
                     self.i += 1;
