@@ -34,6 +34,8 @@ struct State {
     first: ByteSet,
     trans: Option<Box<[u32; 256]>>,
     mask: Option<Arc<TokenMask>>,
+    /// Bytes that lead back to this same state (computed on first use).
+    loops: Option<ByteSet>,
 }
 
 /// Matches output against a compiled grammar, byte by byte or token by token, and says
@@ -93,6 +95,7 @@ impl Matcher {
                 first: [0; 4],
                 trans: None,
                 mask: None,
+                loops: None,
             });
         }
         let mut out = Vec::new();
@@ -201,12 +204,26 @@ impl Matcher {
                 if next == DEAD {
                     continue;
                 }
+                if vocab.edges(child).is_empty() {
+                    for &t in vocab.tokens_at(child) {
+                        mask.allow(t);
+                    }
+                    continue;
+                }
+                // Every byte below leads back to the same state (plain text inside a JSON
+                // string, say): the whole subtree is allowed without walking it.
+                let loops = self.loops(next);
+                let below = vocab.below(child);
+                if below.iter().zip(&loops).all(|(b, l)| b & !l == 0) {
+                    for &t in vocab.subtree_tokens(child) {
+                        mask.allow(t);
+                    }
+                    continue;
+                }
                 for &t in vocab.tokens_at(child) {
                     mask.allow(t);
                 }
-                if !vocab.edges(child).is_empty() {
-                    dfs.push((child, next));
-                }
+                dfs.push((child, next));
             }
         }
         self.dfs = dfs;
@@ -223,6 +240,22 @@ impl Matcher {
     /// Number of interned states and stacks (for tests and diagnostics).
     pub fn cache_size(&self) -> (usize, usize) {
         (self.states.len(), self.nodes.len())
+    }
+
+    /// The bytes that lead from state `s` back to itself.
+    fn loops(&mut self, s: u32) -> ByteSet {
+        if let Some(l) = self.states[s as usize].loops {
+            return l;
+        }
+        let first = self.states[s as usize].first;
+        let mut l = [0u64; 4];
+        for b in 0..=255u8 {
+            if has(&first, b) && self.step(s, b) == s {
+                l[(b >> 6) as usize] |= 1 << (b & 63);
+            }
+        }
+        self.states[s as usize].loops = Some(l);
+        l
     }
 
     fn node(&mut self, pos: u32, parent: u32) -> u32 {
@@ -298,6 +331,7 @@ impl Matcher {
             first,
             trans: None,
             mask: None,
+            loops: None,
         });
         self.state_index.insert(key, id);
         id
@@ -365,6 +399,7 @@ impl Matcher {
             first: [0; 4],
             trans: None,
             mask: None,
+            loops: None,
         });
         let mut ids = Vec::with_capacity(stacks.len());
         for chain in stacks {

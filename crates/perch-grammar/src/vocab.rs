@@ -18,7 +18,12 @@ pub struct TokenVocab {
 #[derive(Debug, Clone, Copy, Default)]
 struct TrieNode {
     edges: (u32, u32),
+    /// Tokens ending here.
     tokens: (u32, u32),
+    /// End of the tokens of this node's whole subtree (which start at `tokens.0`).
+    subtree_end: u32,
+    /// Every byte on an edge below this node.
+    below: [u64; 4],
 }
 
 impl TokenVocab {
@@ -27,7 +32,7 @@ impl TokenVocab {
     /// end-of-generation tokens, allowed only where the grammar may end.
     pub fn new(tokens: Vec<Option<Vec<u8>>>, eog: &[u32]) -> TokenVocab {
         let n_vocab = tokens.len();
-        // Build a pointer trie, then flatten it breadth-first.
+        // Build a pointer trie, then flatten it.
         struct Build {
             children: Vec<(u8, usize)>,
             tokens: Vec<u32>,
@@ -60,19 +65,49 @@ impl TokenVocab {
             }
             b[node].tokens.push(id as u32);
         }
+        // Flatten in depth-first preorder, so each subtree's nodes (and tokens) are contiguous.
+        let mut order = Vec::with_capacity(b.len());
+        let mut stack = vec![0usize];
+        while let Some(n) = stack.pop() {
+            order.push(n);
+            b[n].children.sort_unstable_by_key(|c| c.0);
+            stack.extend(b[n].children.iter().rev().map(|&(_, c)| c));
+        }
+        let mut new_id = vec![0u32; b.len()];
+        for (i, &old) in order.iter().enumerate() {
+            new_id[old] = i as u32;
+        }
         let mut nodes = vec![TrieNode::default(); b.len()];
         let mut edges = Vec::with_capacity(b.len());
         let mut token_ids = Vec::new();
-        for (i, node) in b.iter_mut().enumerate() {
-            node.children.sort_unstable_by_key(|c| c.0);
+        for (i, &old) in order.iter().enumerate() {
+            let node = &b[old];
             let start = edges.len() as u32;
-            edges.extend(node.children.iter().map(|&(c, n)| (c, n as u32)));
+            edges.extend(node.children.iter().map(|&(c, n)| (c, new_id[n])));
             let tstart = token_ids.len() as u32;
             token_ids.extend_from_slice(&node.tokens);
             nodes[i] = TrieNode {
                 edges: (start, edges.len() as u32),
                 tokens: (tstart, token_ids.len() as u32),
+                subtree_end: 0,
+                below: [0; 4],
             };
+        }
+        // Bottom-up: where each subtree's tokens end, and the bytes below each node.
+        for i in (0..nodes.len()).rev() {
+            let (a, z) = nodes[i].edges;
+            let mut end = nodes[i].tokens.1;
+            let mut below = [0u64; 4];
+            for &(byte, child) in &edges[a as usize..z as usize] {
+                let c = &nodes[child as usize];
+                end = end.max(c.subtree_end);
+                below[(byte >> 6) as usize] |= 1 << (byte & 63);
+                for (w, cw) in below.iter_mut().zip(c.below) {
+                    *w |= cw;
+                }
+            }
+            nodes[i].subtree_end = end;
+            nodes[i].below = below;
         }
         let mut eog: Vec<u32> = eog
             .iter()
@@ -124,6 +159,19 @@ impl TokenVocab {
     pub(crate) fn edges(&self, n: u32) -> &[(u8, u32)] {
         let (a, b) = self.nodes[n as usize].edges;
         &self.edges[a as usize..b as usize]
+    }
+
+    /// Tokens of node `n`'s whole subtree (those ending at `n` and below).
+    #[inline]
+    pub(crate) fn subtree_tokens(&self, n: u32) -> &[u32] {
+        let node = &self.nodes[n as usize];
+        &self.token_ids[node.tokens.0 as usize..node.subtree_end as usize]
+    }
+
+    /// Every byte on an edge below node `n`.
+    #[inline]
+    pub(crate) fn below(&self, n: u32) -> &[u64; 4] {
+        &self.nodes[n as usize].below
     }
 
     /// Tokens whose bytes end at node `n`.

@@ -469,3 +469,46 @@ fn pieces_compose_text_and_schemas() {
     assert!(!g.accepts(""));
     assert!(!g.accepts("<tool_call>\n{\"name\": \"g\", \"arguments\": {\"x\": 1}}\n</tool_call>"));
 }
+
+/// Every token of 1 to 3 bytes over a JSON-ish alphabet (1,463 tokens, including split UTF-8
+/// and escapes): at every prefix of some documents, the mask is exactly the set of tokens
+/// whose bytes keep the prefix viable (checked by feeding the bytes to a fresh matcher).
+#[test]
+fn masks_match_brute_force_on_a_dense_vocabulary() {
+    let alphabet: &[u8] = b"a\" {}:,1\\n\xC3\xA9";
+    let mut toks: Vec<Vec<u8>> = Vec::new();
+    for &x in alphabet {
+        toks.push(vec![x]);
+        for &y in alphabet {
+            toks.push(vec![x, y]);
+            for &z in alphabet {
+                toks.push(vec![x, y, z]);
+            }
+        }
+    }
+    let vocab = Arc::new(TokenVocab::new(toks.iter().cloned().map(Some).collect(), &[]));
+    let grammars = [
+        (Grammar::json_object(), "{\"a\\n\": \"é1 a\", \"\": {\"aa\": 11}}"),
+        (
+            Grammar::from_json_schema(&json!({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}, "n": {"type": "integer"}}, "required": ["a"]})).unwrap(),
+            "{\"a\": \"éa\\n\", \"n\": 11}",
+        ),
+    ];
+    for (g, doc) in grammars {
+        let doc = doc.as_bytes();
+        let mut m = g.matcher(vocab.clone());
+        for i in 0..=doc.len() {
+            let mask = m.mask();
+            for (id, t) in toks.iter().enumerate() {
+                let mut cand = doc[..i].to_vec();
+                cand.extend_from_slice(t);
+                let viable = g.matcher(vocab.clone()).accept_bytes(&cand);
+                assert_eq!(mask.is_allowed(id as u32), viable, "prefix {:?} token {:?}", String::from_utf8_lossy(&doc[..i]), String::from_utf8_lossy(t));
+            }
+            if i < doc.len() {
+                assert!(m.accept_bytes(&doc[i..i + 1]));
+            }
+        }
+        assert!(m.is_finished());
+    }
+}
