@@ -293,7 +293,14 @@ impl Matcher {
                     }
                 }
                 Elem::Call(r) => {
-                    let ret = self.node(pos + 1, parent);
+                    // A call in tail position returns straight to the caller's caller (as in
+                    // llama.cpp), so right recursion (`x*`) does not grow the stack and a
+                    // loop comes back to the same state.
+                    let ret = if self.prog.elems[pos as usize + 1] == Elem::End {
+                        parent
+                    } else {
+                        self.node(pos + 1, parent)
+                    };
                     for i in 0..self.prog.alts[r as usize].len() {
                         let start = self.prog.alts[r as usize][i];
                         work.push((start, ret));
