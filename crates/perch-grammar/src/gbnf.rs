@@ -6,8 +6,8 @@
 //! ws     ::= [ \t\n]*
 //! ```
 //!
-//! Rules are `name ::= alternatives`, one per line (a rule may span lines inside
-//! parentheses, or when a line ends in `|`... as llama.cpp, only inside parentheses);
+//! Rules are `name ::= alternatives`, one per line (as in llama.cpp, a rule continues on
+//! the next line after a `|` and inside parentheses);
 //! names are ASCII letters, digits and `-`. Terminals are string literals and character
 //! classes (`[^...]`, ranges) with llama.cpp's escapes (`\x41`, `\u00e9`, `\U0001F600`,
 //! `\t \r \n \\ \" \[ \]`), and `.` (any character). Postfix `* + ?`, `{m}`, `{m,}`, `{m,n}`.

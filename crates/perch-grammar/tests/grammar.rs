@@ -486,7 +486,10 @@ fn masks_match_brute_force_on_a_dense_vocabulary() {
             }
         }
     }
-    let vocab = Arc::new(TokenVocab::new(toks.iter().cloned().map(Some).collect(), &[]));
+    let vocab = Arc::new(TokenVocab::new(
+        toks.iter().cloned().map(Some).collect(),
+        &[],
+    ));
     let grammars = [
         (Grammar::json_object(), "{\"a\\n\": \"é1 a\", \"\": {\"aa\": 11}}"),
         (
@@ -503,7 +506,13 @@ fn masks_match_brute_force_on_a_dense_vocabulary() {
                 let mut cand = doc[..i].to_vec();
                 cand.extend_from_slice(t);
                 let viable = g.matcher(vocab.clone()).accept_bytes(&cand);
-                assert_eq!(mask.is_allowed(id as u32), viable, "prefix {:?} token {:?}", String::from_utf8_lossy(&doc[..i]), String::from_utf8_lossy(t));
+                assert_eq!(
+                    mask.is_allowed(id as u32),
+                    viable,
+                    "prefix {:?} token {:?}",
+                    String::from_utf8_lossy(&doc[..i]),
+                    String::from_utf8_lossy(t)
+                );
             }
             if i < doc.len() {
                 assert!(m.accept_bytes(&doc[i..i + 1]));
@@ -511,4 +520,24 @@ fn masks_match_brute_force_on_a_dense_vocabulary() {
         }
         assert!(m.is_finished());
     }
+}
+
+/// Deep nesting visits a new state per level; past the cache limit the matcher drops its
+/// caches and carries on from where it is.
+#[test]
+fn caches_are_rebuilt_mid_output() {
+    let (_, vocab) = vocab();
+    let g = Grammar::json_value();
+    let mut m = g.matcher(vocab);
+    let depth = 21_000;
+    assert!(m.accept_bytes(&vec![b'['; depth]));
+    let before = m.cache_size().0;
+    assert!(before > 20_000, "{before}");
+    let mask = m.mask();
+    assert!(m.cache_size().0 < 100, "rebuilt: {:?}", m.cache_size());
+    assert!(mask.is_allowed(18) && mask.is_allowed(17) && !mask.is_allowed(1));
+    assert!(m.accept_bytes(&vec![b']'; depth - 1]));
+    assert!(!m.is_accepting());
+    assert!(m.accept_bytes(b"]"));
+    assert!(m.is_finished());
 }
