@@ -224,6 +224,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
         stop: Vec::new(),
         ignore_eos: true,
         logprobs: None,
+        constraint: None,
     }
 }
 

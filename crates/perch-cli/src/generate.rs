@@ -184,6 +184,7 @@ pub fn generate(
         stop: stops.to_vec(),
         ignore_eos: sampling.ignore_eos,
         logprobs: None,
+        constraint: None,
     })?;
     let mut text = String::new();
     let mut gen_tokens = 0;

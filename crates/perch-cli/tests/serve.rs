@@ -218,3 +218,31 @@ fn after_the_shutdown_timeout_running_requests_are_cancelled() {
     let body = streamer.join().expect("streamer").unwrap_or_default();
     assert!(!body.contains("[DONE]"), "the long stream finished?");
 }
+
+#[test]
+fn structured_outputs_and_tool_calls_through_the_python_clients() {
+    let python = perch_fixtures::python();
+    let server = start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../perch-server/tests/python/structured_e2e.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .args(["smol", KEY])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): set PERCH_PYTHON to a Python with the openai, ollama and \
+                 pydantic packages (.ci/run sets up models/cache/.venv)",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "structured_e2e.py failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::error::{EngineError, Result};
 use crate::kv::{BlockPool, KvLayout, KvStorage, KvType, PoolStats};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
-use crate::sampling::{Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
+use crate::sampling::{Constraint, Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use crate::speculative::Speculative;
 
@@ -106,7 +106,7 @@ fn kv_layout(model: &Model, block_size: usize, n_blocks: usize, kv_type: KvType)
 }
 
 /// One generation request, already tokenized and validated.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct GenerationRequest {
     /// Prompt token ids.
     pub prompt: Vec<u32>,
@@ -120,6 +120,9 @@ pub struct GenerationRequest {
     pub ignore_eos: bool,
     /// Report the chosen token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// Constrained decoding: only tokens the constraint allows are sampled, and generation
+    /// stops when it is complete. (Log-probabilities are still those of the raw logits.)
+    pub constraint: Option<Box<dyn Constraint>>,
 }
 
 /// Why a generation ended.
@@ -207,7 +210,7 @@ pub struct EngineStats {
 enum Command {
     Submit {
         id: SeqId,
-        req: GenerationRequest,
+        req: Box<GenerationRequest>,
         tx: UnboundedSender<Event>,
         at: Instant,
     },
@@ -369,7 +372,7 @@ impl EngineHandle {
         self.tx
             .send(Command::Submit {
                 id,
-                req,
+                req: Box::new(req),
                 tx,
                 at: Instant::now(),
             })
@@ -393,6 +396,9 @@ struct Request {
     max_tokens: usize,
     ignore_eos: bool,
     logprobs: Option<usize>,
+    constraint: Option<Box<dyn Constraint>>,
+    /// The masked copy of the logits when a constraint is set.
+    masked: Vec<f32>,
     prompt_len: usize,
     generated: usize,
     last: u32,
@@ -439,7 +445,7 @@ impl Loop {
                 match cmd {
                     Command::Submit { id, req, tx, at } => {
                         self.shared.pending.fetch_sub(1, Ordering::Relaxed);
-                        self.admit(id, req, tx, at);
+                        self.admit(id, *req, tx, at);
                     }
                     Command::Shutdown => shutdown = true,
                 }
@@ -501,6 +507,8 @@ impl Loop {
                 max_tokens: req.max_tokens,
                 ignore_eos: req.ignore_eos,
                 logprobs: req.logprobs,
+                constraint: req.constraint,
+                masked: Vec::new(),
                 prompt_len,
                 generated: 0,
                 last: 0,
@@ -636,7 +644,22 @@ impl Loop {
         tokenizer: &Tokenizer,
         logits: &[f32],
     ) -> std::result::Result<Option<FinishReason>, String> {
-        let token = r.sampler.sample(logits).map_err(|e| e.to_string())?;
+        let token = match &mut r.constraint {
+            None => r.sampler.sample(logits).map_err(|e| e.to_string())?,
+            Some(c) => {
+                r.masked.clear();
+                r.masked.extend_from_slice(logits);
+                c.mask(&mut r.masked);
+                let token = r.sampler.sample(&r.masked).map_err(|e| match e {
+                    crate::sampling::SamplingError::NoCandidates => {
+                        "the output constraint allows no token here".to_string()
+                    }
+                    e => e.to_string(),
+                })?;
+                c.accept(token)?;
+                token
+            }
+        };
         r.sampler.accept(token);
         r.last = token;
         r.generated += 1;
@@ -652,7 +675,8 @@ impl Loop {
             text: out.emit,
             logprobs: lp,
         });
-        Ok(out.stopped.then_some(FinishReason::Stop))
+        let complete = r.constraint.as_ref().is_some_and(|c| c.is_finished());
+        Ok((out.stopped || complete).then_some(FinishReason::Stop))
     }
 
     fn finish(&mut self, id: SeqId, finish: FinishReason) {

@@ -72,6 +72,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
         stop: Vec::new(),
         ignore_eos: true,
         logprobs: None,
+        constraint: None,
     }
 }
 
@@ -262,4 +263,99 @@ fn prompt_lookup_speculation_keeps_greedy_outputs_exactly() {
     for (i, (a, b)) in plain.iter().zip(&tight).enumerate() {
         assert_eq!(a.0, b.0, "request {i}: changed under preemption");
     }
+}
+
+/// A constraint that allows only `allowed` (and end-of-generation never), and is complete
+/// after `len` tokens (never when `len` is `None`).
+#[derive(Debug)]
+struct OnlyTokens {
+    allowed: Vec<u32>,
+    len: Option<usize>,
+    seen: usize,
+}
+
+impl perch_engine::sampling::Constraint for OnlyTokens {
+    fn mask(&mut self, logits: &mut [f32]) {
+        for (i, l) in logits.iter_mut().enumerate() {
+            if !self.allowed.contains(&(i as u32)) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        if !self.allowed.contains(&token) {
+            return Err(format!("token {token} is not allowed"));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+    fn is_finished(&self) -> bool {
+        self.len.is_some_and(|n| self.seen >= n)
+    }
+}
+
+#[test]
+fn a_constraint_masks_and_ends_generation() {
+    let f = fixture();
+    let engine = start(&f, 1024, 512);
+    let h = engine.handle();
+    let allowed = vec![500, 600, 700];
+    let constrained = |len: Option<usize>, max_tokens: usize, sampling: SamplingParams| {
+        let mut r = request(prompt(3, 20), max_tokens);
+        r.ignore_eos = false;
+        r.sampling = sampling;
+        r.constraint = Some(Box::new(OnlyTokens {
+            allowed: allowed.clone(),
+            len,
+            seen: 0,
+        }));
+        r
+    };
+    // Complete after 5 tokens: stops there, with only allowed tokens.
+    let (ids, finish, _) = collect(
+        h.submit(constrained(Some(5), 50, SamplingParams::greedy()))
+            .unwrap(),
+    );
+    assert_eq!(finish, FinishReason::Stop);
+    assert_eq!(ids.len(), 5);
+    assert!(ids.iter().all(|t| allowed.contains(t)), "{ids:?}");
+    // Sampled (not greedy) too.
+    let sampled = SamplingParams {
+        seed: Some(9),
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..Default::default()
+    };
+    let (ids, _, _) = collect(h.submit(constrained(Some(12), 50, sampled)).unwrap());
+    assert!(ids.iter().all(|t| allowed.contains(t)), "{ids:?}");
+    // Never complete: max_tokens ends it with Length.
+    let (ids, finish, _) = collect(
+        h.submit(constrained(None, 7, SamplingParams::greedy()))
+            .unwrap(),
+    );
+    assert_eq!((ids.len(), finish), (7, FinishReason::Length));
+    // The constrained sequence is the same alone and batched with unconstrained ones.
+    let alone = collect(
+        h.submit(constrained(Some(8), 50, SamplingParams::greedy()))
+            .unwrap(),
+    )
+    .0;
+    let others: Vec<_> = (0..4)
+        .map(|i| {
+            h.submit(request(prompt(10 + i, 15 + 7 * i as usize), 12))
+                .unwrap()
+        })
+        .collect();
+    let batched = collect(
+        h.submit(constrained(Some(8), 50, SamplingParams::greedy()))
+            .unwrap(),
+    )
+    .0;
+    assert_eq!(alone, batched);
+    for rx in others {
+        assert_eq!(collect(rx).1, FinishReason::Length);
+    }
+    wait_until("blocks freed", || h.stats().pool.used == 0);
 }

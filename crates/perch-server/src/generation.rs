@@ -27,6 +27,8 @@ pub enum PromptInput {
     Text(String),
     /// Token ids.
     Tokens(Vec<u32>),
+    /// A conversation rendered with tool definitions passed to the template.
+    ChatTools(Vec<serde_json::Value>, Vec<serde_json::Value>),
 }
 
 /// Tokenize `input` for `model` on a blocking thread (template rendering and tokenization are
@@ -37,6 +39,14 @@ pub async fn tokenize(model: &Arc<LoadedModel>, input: PromptInput) -> Result<Ve
         PromptInput::Chat(messages) => m.chat.chat_prompt(&messages),
         PromptInput::Text(text) => m.chat.raw_prompt(&text),
         PromptInput::Tokens(ids) => Ok(ids),
+        PromptInput::ChatTools(messages, tools) => {
+            m.chat.render_prompt(&perch_template::RenderInput {
+                messages,
+                tools: Some(tools),
+                add_generation_prompt: true,
+                ..Default::default()
+            })
+        }
     })
     .await
     .map_err(ApiError::internal)?
@@ -256,6 +266,8 @@ pub struct Launch {
     pub logprobs: Option<usize>,
     /// Choices.
     pub n: usize,
+    /// Constrained decoding: every choice's output must match this grammar.
+    pub grammar: Option<perch_grammar::Grammar>,
 }
 
 /// Submit `n` generations of `prompt`, each taking a queue slot.
@@ -266,6 +278,10 @@ pub fn launch(
     l: &Launch,
 ) -> Result<Vec<Running>, ApiError> {
     let mut runs = Vec::with_capacity(l.n);
+    let vocab = l
+        .grammar
+        .as_ref()
+        .map(|_| crate::structured::token_vocab(model.chat.tokenizer()));
     for i in 0..l.n {
         let slot = model.acquire(state.config.max_queue)?;
         let mut sampling = l.sampling.clone();
@@ -277,6 +293,10 @@ pub fn launch(
             stop: l.stop.clone(),
             ignore_eos: false,
             logprobs: l.logprobs,
+            constraint: l.grammar.as_ref().zip(vocab.as_ref()).map(|(g, v)| {
+                Box::new(crate::structured::GrammarConstraint::new(g, v.clone()))
+                    as Box<dyn perch_engine::sampling::Constraint>
+            }),
         };
         runs.push(start(state, slot, req)?);
     }

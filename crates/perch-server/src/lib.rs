@@ -12,8 +12,10 @@
 //! Pieces: [`error`] (the API error and JSON extractors whose rejections are API errors),
 //! [`state`] (settings, the model registry with lazy loading, LRU and keep-alive),
 //! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`embeddings`] (both APIs'
-//! embedding routes with request batching), [`stream`] (SSE and NDJSON
-//! framing), [`metrics`] and [`middleware`] (request ids, tracing spans, auth).
+//! embedding routes with request batching), [`stream`] (SSE and NDJSON framing), [`metrics`]
+//! and [`middleware`] (request ids, tracing spans, auth), [`structured`] (response formats and
+//! grammars as decoding constraints) and [`tools`] (tool calling: prompts, forced-call
+//! grammars, parsing calls out of the output).
 //!
 //! [`router`] builds the whole app for a state, which is what the tests drive with
 //! `tower::ServiceExt::oneshot`; [`serve`] binds it and shuts down gracefully.
@@ -28,6 +30,8 @@ pub mod ollama;
 pub mod openai;
 pub mod state;
 pub mod stream;
+pub mod structured;
+pub mod tools;
 
 use std::future::Future;
 use std::net::SocketAddr;

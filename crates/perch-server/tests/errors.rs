@@ -141,24 +141,66 @@ async fn bad_requests_get_the_right_status_and_error_object() {
             Some("model"),
         ),
         (
-            "tools are not built yet",
+            "tool parameters with an unsupported schema feature",
             post(
                 "/v1/chat/completions",
                 &chat(
-                    json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+                    json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}]}),
                 ),
             ),
             StatusCode::BAD_REQUEST,
-            Some("tools"),
+            Some("tools[0].function.parameters"),
         ),
         (
-            "response_format is not built yet",
+            "response_format with an unsupported schema feature",
             post(
                 "/v1/chat/completions",
-                &chat(json!({"response_format": {"type": "json_object"}})),
+                &chat(
+                    json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": true}}}}),
+                ),
             ),
             StatusCode::BAD_REQUEST,
-            Some("response_format"),
+            Some("response_format.json_schema.schema"),
+        ),
+        (
+            "response_format with an invalid schema",
+            post(
+                "/v1/chat/completions",
+                &chat(
+                    json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "wizard"}}}}),
+                ),
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("response_format.json_schema.schema"),
+        ),
+        (
+            "an invalid GBNF grammar",
+            post(
+                "/v1/completions",
+                &json!({"model": MODEL, "prompt": "x", "grammar": "root ::= foo"}),
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("grammar"),
+        ),
+        (
+            "an invalid regular expression",
+            post(
+                "/v1/completions",
+                &json!({"model": MODEL, "prompt": "x", "guided_regex": "(ab"}),
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("guided_regex"),
+        ),
+        (
+            "tool_choice naming an unknown tool",
+            post(
+                "/v1/chat/completions",
+                &chat(
+                    json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+                ),
+            ),
+            StatusCode::BAD_REQUEST,
+            Some("tool_choice"),
         ),
         (
             "prompt longer than the context",
@@ -215,9 +257,20 @@ async fn bad_requests_get_the_right_status_and_error_object() {
             assert_eq!(e["code"], "context_length_exceeded");
             assert!(msg.contains("512"), "names the context size: {msg}");
         }
-        if name == "tools are not built yet" {
+        if name.contains("unsupported schema feature") {
+            let msg = e["message"].as_str().unwrap();
             assert!(
-                e["message"].as_str().unwrap().contains("not supported"),
+                msg.contains("`not`") || msg.contains("`uniqueItems`"),
+                "names the feature: {v}"
+            );
+            assert_eq!(e["code"], "unsupported_schema", "{v}");
+        }
+        if name == "an invalid GBNF grammar" {
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("undefined rule `foo`"),
                 "{v}"
             );
         }

@@ -186,7 +186,14 @@ async fn ollama_errors_use_ollamas_shape() {
         (
             post(
                 "/api/generate",
-                &json!({"model": MODEL, "prompt": "x", "format": "json"}),
+                &json!({"model": MODEL, "prompt": "x", "format": "yaml"}),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            post(
+                "/api/generate",
+                &json!({"model": MODEL, "prompt": "x", "format": {"type": "object", "not": {}}}),
             ),
             StatusCode::BAD_REQUEST,
         ),

@@ -21,13 +21,18 @@
 //! [`logprobs`] gives the per-token log-probabilities the OpenAI API reports: the
 //! log-softmax of the raw logits (before penalties, bias or temperature), with the top-N
 //! alternatives. [`StopMatcher`] finds stop strings in the detokenized text.
+//!
+//! A [`Constraint`] (constrained decoding: a grammar, a JSON schema) masks the logits before
+//! the chain runs, so every stage sees only the tokens the constraint allows.
 
 mod candidates;
+mod constraint;
 mod logprob;
 mod stages;
 pub mod stop;
 
 pub use candidates::{Candidates, TokenData};
+pub use constraint::Constraint;
 pub use logprob::{Logprobs, TokenLogprob, logprobs};
 pub use stages::{
     Distribution, Greedy, LogitBias, MinP, Penalties, SamplerStage, Temperature, TopK, TopP,

@@ -18,6 +18,9 @@ use crate::generation::{
 use crate::openai::types::{Knobs, Stop, check_bias};
 use crate::state::{AppState, LoadedModel, ModelDefaults};
 use crate::stream::{chunks, ndjson};
+use crate::structured::{add_to_system, from_ollama};
+use crate::tools::parse::parse;
+use crate::tools::{self, Family};
 
 /// `POST /api/generate` body.
 #[derive(Debug, Deserialize)]
@@ -59,6 +62,8 @@ pub struct ChatMessage {
     images: Option<Value>,
     #[serde(default)]
     tool_calls: Option<Value>,
+    #[serde(default)]
+    tool_name: Option<String>,
 }
 
 /// `POST /api/chat` body.
@@ -145,6 +150,7 @@ fn plan(opts: Option<&Options>, defaults: &ModelDefaults) -> Result<Plan, ApiErr
             stop: v.stop,
             logprobs: None,
             n: 1,
+            grammar: None,
         },
         num_ctx,
     })
@@ -247,6 +253,7 @@ fn finish_fields(
 }
 
 /// Build the response (an NDJSON stream or one object) for one running generation.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     run: Running,
     stream: bool,
@@ -254,6 +261,7 @@ async fn respond(
     load: Duration,
     started: Instant,
     prompt: Vec<u32>,
+    tools: Option<Family>,
 ) -> Result<Response, ApiError> {
     let name = run.model().name.clone();
     let piece = move |text: &str, done: bool| {
@@ -269,9 +277,24 @@ async fn respond(
         v["done"] = json!(done);
         v
     };
+    // With tools, the answer is parsed as a whole: its calls go in `message.tool_calls`.
+    let piece_of_calls = piece.clone();
+    let with_calls = move |text: &str, done: bool| {
+        let piece = &piece_of_calls;
+        let Some(family) = tools else {
+            return piece(text, done);
+        };
+        let parsed = parse(text, family);
+        let mut v = piece(parsed.content.as_deref().unwrap_or(""), done);
+        if !parsed.calls.is_empty() {
+            let calls: Vec<Value> = parsed.calls.iter().map(|c| c.ollama()).collect();
+            v["message"]["tool_calls"] = Value::Array(calls);
+        }
+        v
+    };
     if !stream {
         let c = run.collect().await?;
-        let mut last = piece(&c.text, true);
+        let mut last = with_calls(&c.text, true);
         finish_fields(
             &mut last,
             chat,
@@ -289,13 +312,16 @@ async fn respond(
         return Ok(Json(last).into_response());
     }
     let mut generated: Vec<u32> = Vec::new();
+    let mut held = String::new();
     let items = chunks(
         vec![run],
         Vec::new(),
         move |_, ev, out| match ev {
             Event::Token { id, text, .. } => {
                 generated.push(id);
-                if !text.is_empty() {
+                if tools.is_some() {
+                    held.push_str(&text);
+                } else if !text.is_empty() {
                     out.push_back(piece(&text, false).to_string());
                 }
             }
@@ -305,7 +331,10 @@ async fn respond(
                 usage,
                 timings,
             } => {
-                if !text.is_empty() {
+                if tools.is_some() {
+                    held.push_str(&text);
+                    out.push_back(with_calls(&held, false).to_string());
+                } else if !text.is_empty() {
                     out.push_back(piece(&text, false).to_string());
                 }
                 let mut last = piece("", true);
@@ -341,11 +370,8 @@ pub async fn generate(
     OllamaJson(req): OllamaJson<GenerateRequest>,
 ) -> Result<Response, Ollama> {
     let started = Instant::now();
-    reject(
-        "format",
-        req.format.as_ref(),
-        "structured outputs are not built yet",
-    )?;
+    let format = from_ollama(req.format.as_ref())?;
+    let grammar = format.as_ref().map(|f| f.compile()).transpose()?;
     reject(
         "images",
         req.images.as_ref(),
@@ -370,6 +396,7 @@ pub async fn generate(
     }
     let spec = state.registry.spec(Some(&req.model))?;
     let mut p = plan(req.options.as_ref(), &spec.defaults)?;
+    p.launch.grammar = grammar;
     let (model, load) = model_for(&state, &spec.name).await?;
     let unload = apply_keep_alive(&model, req.keep_alive.as_ref())?;
     let prompt_text = req.prompt.unwrap_or_default();
@@ -388,6 +415,9 @@ pub async fn generate(
             messages.push(json!({"role": "system", "content": sys}));
         }
         messages.push(json!({"role": "user", "content": prompt_text}));
+        if let Some(text) = format.as_ref().and_then(|f| f.instructions()) {
+            add_to_system(&mut messages, &text);
+        }
         PromptInput::Chat(messages)
     };
     let mut ids = req.context.unwrap_or_default();
@@ -402,7 +432,16 @@ pub async fn generate(
     let run = runs
         .pop()
         .ok_or_else(|| submit_error(perch_engine::EngineError::BadConfig("no run".into())))?;
-    Ok(respond(run, req.stream != Some(false), false, load, started, ids).await?)
+    Ok(respond(
+        run,
+        req.stream != Some(false),
+        false,
+        load,
+        started,
+        ids,
+        None,
+    )
+    .await?)
 }
 
 /// `POST /api/chat`.
@@ -411,12 +450,8 @@ pub async fn chat(
     OllamaJson(req): OllamaJson<ChatRequest>,
 ) -> Result<Response, Ollama> {
     let started = Instant::now();
-    reject(
-        "format",
-        req.format.as_ref(),
-        "structured outputs are not built yet",
-    )?;
-    reject("tools", req.tools.as_ref(), "tool calling is not built yet")?;
+    let format = from_ollama(req.format.as_ref())?;
+    let format_grammar = format.as_ref().map(|f| f.compile()).transpose()?;
     reject(
         "think",
         req.think.as_ref(),
@@ -445,6 +480,9 @@ pub async fn chat(
         if let Some(tc) = &m.tool_calls {
             msg["tool_calls"] = tc.clone();
         }
+        if let Some(name) = &m.tool_name {
+            msg["name"] = json!(name);
+        }
         messages.push(msg);
     }
     let (model, load) = model_for(&state, &spec.name).await?;
@@ -453,13 +491,56 @@ pub async fn chat(
         return Ok(load_only(&model, true, unload));
     }
     spec.defaults.add_system(&mut messages);
-    let ids = tokenize(&model, PromptInput::Chat(messages)).await?;
+    let tools = tools::plan(
+        req.tools.as_ref(),
+        None,
+        None,
+        model.chat.template().source(),
+    )?;
+    if tools.is_some() && format.is_some() {
+        return Err(
+            ApiError::invalid_param("format", "`format` cannot be combined with `tools`").into(),
+        );
+    }
+    if let Some(text) = format.as_ref().and_then(|f| f.instructions()) {
+        add_to_system(&mut messages, &text);
+    }
+    p.launch.grammar = match &tools {
+        Some(t) => t.grammar()?,
+        None => format_grammar,
+    };
+    let input = match &tools {
+        None => PromptInput::Chat(messages),
+        Some(t) => {
+            if t.family == Family::Generic {
+                tools::generic_messages(&mut messages);
+            }
+            if let Some(text) = t.instructions() {
+                add_to_system(&mut messages, &text);
+            }
+            match t.template_tools() {
+                Some(defs) => PromptInput::ChatTools(messages, defs),
+                None => PromptInput::Chat(messages),
+            }
+        }
+    };
+    let ids = tokenize(&model, input).await?;
     fit(&model, ids.len(), &mut p)?;
     let mut runs = launch(&state, &model, &ids, &p.launch)?;
     let run = runs
         .pop()
         .ok_or_else(|| submit_error(perch_engine::EngineError::BadConfig("no run".into())))?;
-    Ok(respond(run, req.stream != Some(false), true, load, started, ids).await?)
+    let family = tools.as_ref().map(|t| t.family);
+    Ok(respond(
+        run,
+        req.stream != Some(false),
+        true,
+        load,
+        started,
+        ids,
+        family,
+    )
+    .await?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ use crate::generation::{
 };
 use crate::state::{AppState, LoadedModel};
 use crate::stream::{chunks, sse};
+use crate::structured::{self, add_to_system};
+use crate::tools::parse::{Parsed, parse};
+use crate::tools::{self, Family, ToolPlan};
 
 /// One token's entry in a chat `logprobs.content` list.
 fn logprob_entry(model: &LoadedModel, lp: &Logprobs) -> Value {
@@ -38,12 +41,10 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    reject_unsupported(
-        req.response_format.as_ref(),
-        req.tools.as_ref(),
-        req.tool_choice.as_ref(),
-        req.functions.as_ref(),
-    )?;
+    reject_unsupported(req.functions.as_ref())?;
+    let format = structured::from_openai(req.response_format.as_ref(), &req.guided())?;
+    // A bad schema or grammar is a 400 before any work.
+    let format_grammar = format.as_ref().map(|f| f.compile()).transpose()?;
     let spec = state.registry.spec(req.model.as_deref())?;
     let default_stop = spec.defaults.stop().map(Stop::Many);
     let v = req
@@ -58,7 +59,41 @@ pub async fn chat_completions(
     if let Some(user) = &req.user {
         tracing::debug!(user = %user, "end user");
     }
-    let prompt = tokenize(&model, PromptInput::Chat(messages)).await?;
+    let tools = tools::plan(
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+        model.chat.template().source(),
+    )?;
+    if tools.is_some() && format.is_some() {
+        return Err(ApiError::invalid_param(
+            "response_format",
+            "`response_format` and other output constraints cannot be combined with `tools`",
+        ));
+    }
+    if let Some(text) = format.as_ref().and_then(|f| f.instructions()) {
+        add_to_system(&mut messages, &text);
+    }
+    let grammar = match &tools {
+        Some(t) => t.grammar()?,
+        None => format_grammar,
+    };
+    let input = match &tools {
+        None => PromptInput::Chat(messages),
+        Some(t) => {
+            if t.family == Family::Generic {
+                tools::generic_messages(&mut messages);
+            }
+            if let Some(text) = t.instructions() {
+                add_to_system(&mut messages, &text);
+            }
+            match t.template_tools() {
+                Some(defs) => PromptInput::ChatTools(messages, defs),
+                None => PromptInput::Chat(messages),
+            }
+        }
+    };
+    let prompt = tokenize(&model, input).await?;
     let runs = launch(
         &state,
         &model,
@@ -69,6 +104,7 @@ pub async fn chat_completions(
             stop: v.stop,
             logprobs,
             n: v.n,
+            grammar,
         },
     )?;
     let id = new_id("chatcmpl-");
@@ -88,11 +124,21 @@ pub async fn chat_completions(
                         .collect();
                     json!({"content": content})
                 });
+                let (message, finish) = match &tools {
+                    None => (
+                        json!({"role": "assistant", "content": c.text, "refusal": null}),
+                        finish_name(c.finish),
+                    ),
+                    Some(t) => {
+                        let parsed = parse(&c.text, t.family);
+                        tool_message(&parsed, finish_name(c.finish))
+                    }
+                };
                 json!({
                     "index": i,
-                    "message": {"role": "assistant", "content": c.text, "refusal": null},
+                    "message": message,
                     "logprobs": lp,
-                    "finish_reason": finish_name(c.finish),
+                    "finish_reason": finish,
                 })
             })
             .collect();
@@ -145,10 +191,41 @@ pub async fn chat_completions(
     let totals_end = totals.clone();
     let (id_end, name_end) = (id.clone(), model.name.clone());
     let m = model.clone();
+    let mut held: Vec<String> = vec![String::new(); n];
     let body = chunks(
         runs,
         head,
         move |i, ev, out| match ev {
+            Event::Token { text, .. } if tools.is_some() => held[i].push_str(&text),
+            Event::Done {
+                text,
+                finish,
+                usage,
+                ..
+            } if tools.is_some() => {
+                held[i].push_str(&text);
+                let t: &ToolPlan = tools.as_ref().expect("tool mode");
+                let parsed = parse(&held[i], t.family);
+                let (deltas, finish) = tool_deltas(&parsed, finish_name(finish));
+                for d in deltas {
+                    out.push_back(chunk(json!({
+                        "index": i,
+                        "delta": d,
+                        "logprobs": null,
+                        "finish_reason": null,
+                    })));
+                }
+                out.push_back(chunk(json!({
+                    "index": i,
+                    "delta": {},
+                    "logprobs": null,
+                    "finish_reason": finish,
+                })));
+                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+                t.0 = usage.prompt_tokens;
+                t.1 = usage.cached_tokens;
+                t.2 += usage.completion_tokens;
+            }
             Event::Token {
                 text, logprobs: lp, ..
             } => {
@@ -213,4 +290,103 @@ pub async fn chat_completions(
         },
     );
     Ok(sse(body))
+}
+
+/// The assistant message of a tool-enabled answer, and its finish reason (`tool_calls`
+/// when the model called tools and was not cut off).
+fn tool_message(p: &Parsed, finish: &'static str) -> (Value, &'static str) {
+    if p.calls.is_empty() {
+        return (
+            json!({"role": "assistant", "content": p.content.clone().unwrap_or_default(), "refusal": null}),
+            finish,
+        );
+    }
+    let calls: Vec<Value> = p.calls.iter().map(|c| c.openai()).collect();
+    (
+        json!({"role": "assistant", "content": p.content, "refusal": null, "tool_calls": calls}),
+        if finish == "stop" {
+            "tool_calls"
+        } else {
+            finish
+        },
+    )
+}
+
+/// Bytes of arguments per streamed fragment.
+const ARGUMENT_FRAGMENT: usize = 24;
+
+/// The streamed deltas of a tool-enabled answer, in OpenAI's shape: any content, then per
+/// call one delta with its index, id, type, name and empty arguments, then the arguments
+/// in fragments; and the finish reason.
+fn tool_deltas(p: &Parsed, finish: &'static str) -> (Vec<Value>, &'static str) {
+    let mut out = Vec::new();
+    if let Some(c) = p.content.as_ref().filter(|c| !c.is_empty()) {
+        out.push(json!({"content": c}));
+    }
+    for (k, c) in p.calls.iter().enumerate() {
+        out.push(json!({"tool_calls": [{
+            "index": k,
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": ""},
+        }]}));
+        let args = c.arguments.to_string();
+        let mut rest = args.as_str();
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(ARGUMENT_FRAGMENT);
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out.push(
+                json!({"tool_calls": [{"index": k, "function": {"arguments": &rest[..cut]}}]}),
+            );
+            rest = &rest[cut..];
+        }
+    }
+    let finish = if !p.calls.is_empty() && finish == "stop" {
+        "tool_calls"
+    } else {
+        finish
+    };
+    (out, finish)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::parse::ToolCall;
+
+    #[test]
+    fn tool_call_deltas_rebuild_the_arguments() {
+        let p = Parsed {
+            content: None,
+            calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: json!({"city": "Zürich, Switzerland", "unit": "celsius", "days": 3}),
+            }],
+        };
+        let (d, finish) = tool_deltas(&p, "stop");
+        assert_eq!(finish, "tool_calls");
+        assert_eq!(d[0]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(d[0]["tool_calls"][0]["function"]["name"], "get_weather");
+        let args: String = d[1..]
+            .iter()
+            .map(|x| {
+                x["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            p.calls[0].arguments
+        );
+        assert!(d.len() > 2);
+        let (m, f) = tool_message(&p, "length");
+        assert_eq!(
+            (m["tool_calls"][0]["type"].as_str(), f),
+            (Some("function"), "length")
+        );
+    }
 }

@@ -9,7 +9,7 @@ use futures_util::future::try_join_all;
 use perch_engine::engine::Event;
 use serde_json::{Map, Value, json};
 
-use super::types::{CompletionRequest, PromptField, Stop, check_bias, reject_unsupported};
+use super::types::{CompletionRequest, PromptField, Stop, check_bias};
 use super::{FINGERPRINT, usage_json};
 use crate::error::{ApiError, ApiJson};
 use crate::generation::{
@@ -46,7 +46,10 @@ pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    reject_unsupported(req.response_format.as_ref(), None, None, None)?;
+    // A bad schema or grammar is a 400 before any work.
+    let grammar = crate::structured::from_openai(req.response_format.as_ref(), &req.guided())?
+        .map(|f| f.compile())
+        .transpose()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::unsupported(
             "suffix",
@@ -117,6 +120,7 @@ pub async fn completions(
             stop: v.stop.clone(),
             logprobs,
             n: v.n,
+            grammar: grammar.clone(),
         };
         runs.extend(launch(&state, &model, &ids, &l)?);
         echoes.extend(std::iter::repeat_n(echo_text, v.n));

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::state::ModelDefaults;
+use crate::structured::GuidedFields;
 
 /// `stop`: a string or a list of strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -218,45 +219,37 @@ pub fn check_bias(s: &SamplingParams, n_vocab: usize) -> Result<(), ApiError> {
     }
 }
 
-/// Refuse features perch does not have yet, instead of silently ignoring them.
-pub fn reject_unsupported(
-    response_format: Option<&Value>,
-    tools: Option<&Value>,
-    tool_choice: Option<&Value>,
-    functions: Option<&Value>,
-) -> Result<(), ApiError> {
-    if let Some(rf) = response_format {
-        let kind = rf.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::unsupported(
-                "response_format",
-                "structured outputs (json_object, json_schema) are not built yet; omit it or use {\"type\": \"text\"}",
-            ));
-        }
-    }
+/// Refuse features perch does not have, instead of silently ignoring them: the legacy
+/// `functions` field (the `tools` field replaced it).
+pub fn reject_unsupported(functions: Option<&Value>) -> Result<(), ApiError> {
     let non_empty =
         |v: Option<&Value>| v.is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
-    if non_empty(tools) {
-        return Err(ApiError::unsupported(
-            "tools",
-            "tool calling is not built yet",
-        ));
-    }
     if non_empty(functions) {
         return Err(ApiError::unsupported(
             "functions",
-            "function calling is not built yet",
-        ));
-    }
-    if let Some(tc) = tool_choice
-        && tc.as_str() != Some("none")
-    {
-        return Err(ApiError::unsupported(
-            "tool_choice",
-            "tool calling is not built yet",
+            "the legacy `functions` field is not supported; send them as `tools`",
         ));
     }
     Ok(())
+}
+
+/// `guided()`: the structured-output extension fields (llama.cpp's server, vLLM) of a body.
+macro_rules! guided {
+    ($t:ty) => {
+        impl $t {
+            /// The structured-output extension fields.
+            pub fn guided(&self) -> GuidedFields {
+                GuidedFields {
+                    grammar: self.grammar.clone(),
+                    json_schema: self.json_schema.clone(),
+                    guided_json: self.guided_json.clone(),
+                    guided_regex: self.guided_regex.clone(),
+                    guided_choice: self.guided_choice.clone(),
+                    guided_grammar: self.guided_grammar.clone(),
+                }
+            }
+        }
+    };
 }
 
 /// A content part.
@@ -438,19 +431,43 @@ pub struct ChatRequest {
     /// Repetition penalty (extension).
     #[serde(default)]
     pub repeat_penalty: Option<f64>,
-    /// Structured outputs (not built yet).
+    /// Structured outputs: `text`, `json_object` or `json_schema`.
     #[serde(default)]
     pub response_format: Option<Value>,
-    /// Tools (not built yet).
+    /// Functions the model may call.
     #[serde(default)]
     pub tools: Option<Value>,
-    /// Tool choice (not built yet).
+    /// `auto`, `none`, `required` or a named function.
     #[serde(default)]
     pub tool_choice: Option<Value>,
-    /// Legacy functions (not built yet).
+    /// Several tool calls in one answer (default true).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// Legacy functions (refused: use `tools`).
     #[serde(default)]
     pub functions: Option<Value>,
+    /// GBNF grammar (llama.cpp extension).
+    #[serde(default)]
+    pub grammar: Option<String>,
+    /// JSON schema (llama.cpp extension).
+    #[serde(default)]
+    pub json_schema: Option<Value>,
+    /// JSON schema (vLLM extension).
+    #[serde(default)]
+    pub guided_json: Option<Value>,
+    /// Regular expression (vLLM extension).
+    #[serde(default)]
+    pub guided_regex: Option<String>,
+    /// Choices (vLLM extension).
+    #[serde(default)]
+    pub guided_choice: Option<Vec<String>>,
+    /// GBNF grammar (vLLM extension's name).
+    #[serde(default)]
+    pub guided_grammar: Option<String>,
 }
+
+guided!(ChatRequest);
+guided!(CompletionRequest);
 
 impl ChatRequest {
     /// The shared fields.
@@ -576,9 +593,27 @@ pub struct CompletionRequest {
     /// Repetition penalty (extension).
     #[serde(default)]
     pub repeat_penalty: Option<f64>,
-    /// Structured outputs (not built yet).
+    /// Structured outputs: `text`, `json_object` or `json_schema`.
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// GBNF grammar (llama.cpp extension).
+    #[serde(default)]
+    pub grammar: Option<String>,
+    /// JSON schema (llama.cpp extension).
+    #[serde(default)]
+    pub json_schema: Option<Value>,
+    /// JSON schema (vLLM extension).
+    #[serde(default)]
+    pub guided_json: Option<Value>,
+    /// Regular expression (vLLM extension).
+    #[serde(default)]
+    pub guided_regex: Option<String>,
+    /// Choices (vLLM extension).
+    #[serde(default)]
+    pub guided_choice: Option<Vec<String>>,
+    /// GBNF grammar (vLLM extension's name).
+    #[serde(default)]
+    pub guided_grammar: Option<String>,
 }
 
 impl CompletionRequest {
@@ -665,15 +700,10 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_features_are_refused() {
-        assert!(
-            reject_unsupported(Some(&json!({"type": "json_object"})), None, None, None).is_err()
-        );
-        assert!(reject_unsupported(Some(&json!({"type": "text"})), None, None, None).is_ok());
-        assert!(
-            reject_unsupported(None, Some(&json!([{"type": "function"}])), None, None).is_err()
-        );
-        assert!(reject_unsupported(None, Some(&json!([])), Some(&json!("none")), None).is_ok());
+    fn legacy_functions_are_refused() {
+        assert!(reject_unsupported(Some(&json!([{"name": "f"}]))).is_err());
+        assert!(reject_unsupported(Some(&json!([]))).is_ok());
+        assert!(reject_unsupported(None).is_ok());
     }
 }
 

@@ -98,12 +98,11 @@ proptest! {
         let bytes = b.to_string().into_bytes();
         check((|| {
             let req: ChatRequest = parse_json(&bytes)?;
-            reject_unsupported(
-                req.response_format.as_ref(),
-                req.tools.as_ref(),
-                req.tool_choice.as_ref(),
-                req.functions.as_ref(),
-            )?;
+            reject_unsupported(req.functions.as_ref())?;
+            if let Some(f) = crate::structured::from_openai(req.response_format.as_ref(), &req.guided())? {
+                f.compile()?;
+            }
+            crate::tools::plan(req.tools.as_ref(), req.tool_choice.as_ref(), req.parallel_tool_calls, "")?;
             let v = req.knobs().validate(8)?;
             check_bias(&v.sampling, 49_152)?;
             req.logprobs()?;
