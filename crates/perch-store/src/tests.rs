@@ -31,11 +31,30 @@ fn names_are_validated() {
     assert_eq!(ModelName::parse("smol").unwrap().to_string(), "smol:latest");
     assert_eq!(ModelName::parse("smol:q4_1").unwrap().tag, "q4_1");
     for bad in [
-        "", "../etc", "a/b", ".hidden", "x:", ":x", "a:b:c", "a b", "a\\b", "-x", "x:../y",
+        "",
+        "../etc",
+        "a//b",
+        "a/../b",
+        "/a",
+        "a/",
+        "a/b/c/d/e",
+        ".hidden",
+        "x:",
+        ":x",
+        "a:b:c",
+        "a b",
+        "a\\b",
+        "-x",
+        "x:../y",
     ] {
         assert!(ModelName::parse(bad).is_err(), "{bad:?} accepted");
     }
     assert!(ModelName::parse(&"a".repeat(129)).is_err());
+    let ns = ModelName::parse("hf.co/owner/Repo-GGUF:Q4_K_M").unwrap();
+    assert_eq!(
+        (ns.name.as_str(), ns.tag.as_str()),
+        ("hf.co/owner/Repo-GGUF", "Q4_K_M")
+    );
 }
 
 #[test]
