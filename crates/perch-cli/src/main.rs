@@ -6,6 +6,7 @@ mod chat;
 mod generate;
 mod inspect;
 mod perplexity;
+mod pull;
 mod quantize;
 mod run;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
+    /// Download a model into the store: hf.co/OWNER/REPO[:QUANT] or the URL of a GGUF file.
+    Pull(pull::PullArgs),
     /// List the models in the store ($PERCH_HOME).
     List,
     /// Show a model in the store.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Pull(args) => pull::run(args),
         Command::List => store::list(),
         Command::Show(args) => store::show(args),
         Command::Import(args) => store::import(args),

@@ -12,7 +12,8 @@
 //! Pieces: [`error`] (the API error and JSON extractors whose rejections are API errors),
 //! [`state`] (settings, the model registry with lazy loading, LRU and keep-alive),
 //! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`stream`] (SSE and NDJSON
-//! framing), [`metrics`] and [`middleware`] (request ids, tracing spans, auth).
+//! framing), [`metrics`], [`middleware`] (request ids, tracing spans, auth) and [`ui`] (the
+//! chat page at `/`).
 //!
 //! [`router`] builds the whole app for a state, which is what the tests drive with
 //! `tower::ServiceExt::oneshot`; [`serve`] binds it and shuts down gracefully.
@@ -26,6 +27,7 @@ pub mod ollama;
 pub mod openai;
 pub mod state;
 pub mod stream;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

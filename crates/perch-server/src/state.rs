@@ -166,6 +166,8 @@ pub struct ServerConfig {
     /// The model store: its models are served too, and the Ollama routes that create, copy
     /// and delete models work on it.
     pub store: Option<perch_store::Store>,
+    /// Serve the chat page at `GET /` (`--no-ui` turns it off).
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +184,7 @@ impl Default for ServerConfig {
             max_n: 8,
             shutdown_timeout: Duration::from_secs(10),
             store: None,
+            ui: true,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The Ollama-compatible API: `/api/generate`, `/api/chat`, `/api/tags`, `/api/show`,
-//! `/api/ps`, `/api/version`, `/api/create`, `/api/copy`, `/api/delete` (on perch's model
+//! `/api/ps`, `/api/version`, `/api/pull`, `/api/create`, `/api/copy`, `/api/delete` (on perch's model
 //! store), and `HEAD /` / `GET /` as Ollama clients probe them.
 //!
 //! Errors use Ollama's shape, `{"error": "message"}`, with the same statuses as the OpenAI
@@ -7,6 +7,7 @@
 
 mod chat;
 mod info;
+pub mod pull;
 mod store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,12 +23,12 @@ use crate::state::AppState;
 /// The Ollama routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(info::root).head(info::root_head))
+        .route("/", get(crate::ui::root).head(info::root_head))
         .route("/api/version", get(info::version))
         .route("/api/tags", get(info::tags))
         .route("/api/ps", get(info::ps))
         .route("/api/show", post(info::show))
-        .route("/api/pull", post(info::pull))
+        .route("/api/pull", post(pull::pull))
         .route("/api/create", post(store::create))
         .route("/api/copy", post(store::copy))
         .route("/api/delete", axum::routing::delete(store::delete))

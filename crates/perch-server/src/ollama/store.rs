@@ -15,7 +15,7 @@ use crate::error::{ApiError, Ollama, OllamaJson};
 use crate::state::AppState;
 use crate::stream::ndjson;
 
-fn store(state: &AppState) -> Result<Store, ApiError> {
+pub(super) fn store(state: &AppState) -> Result<Store, ApiError> {
     state.registry.store().cloned().ok_or_else(|| {
         let mut e = ApiError::invalid("this server has no model store");
         e.status = StatusCode::NOT_IMPLEMENTED;
