@@ -76,14 +76,22 @@ fn perch_run_pulls_on_first_use() {
     let hub = hub();
     let home = tempfile::tempdir().unwrap();
     let name = format!("hf.co/{REPO}:q4_1");
-    let o = perch(home.path(), &hub.url, &["run", &name, "--temp", "0", "-n", "4", "Hello"]);
+    let o = perch(
+        home.path(),
+        &hub.url,
+        &["run", &name, "--temp", "0", "-n", "4", "Hello"],
+    );
     let out = ok(&o);
     assert!(!out.trim().is_empty());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("pulling it"), "{err}");
     assert_eq!(hub.hub.downloads().len(), 1);
     // Second run: from the store, no download.
-    ok(&perch(home.path(), &hub.url, &["run", &name, "--temp", "0", "-n", "2", "Hi"]));
+    ok(&perch(
+        home.path(),
+        &hub.url,
+        &["run", &name, "--temp", "0", "-n", "2", "Hi"],
+    ));
     assert_eq!(hub.hub.downloads().len(), 1);
 }
 
@@ -99,13 +107,20 @@ fn offline_pulls_fail_fast_with_one_clear_line() {
     );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("offline") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains("offline") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let list = ok(&perch(home.path(), "http://127.0.0.1:9", &["list"]));
     assert!(!list.contains("hf.co"), "{list}");
     // Unknown quantization: the available files are listed.
     let hub = hub();
-    let o = perch(home.path(), &hub.url, &["pull", &format!("hf.co/{REPO}:Q2_K")]);
+    let o = perch(
+        home.path(),
+        &hub.url,
+        &["pull", &format!("hf.co/{REPO}:Q2_K")],
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(SMOL_FILE) && err.contains("Q2_K"), "{err}");
@@ -126,7 +141,11 @@ impl Drop for Server {
 
 fn get(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split(' ').nth(1)?.parse().ok()
@@ -147,7 +166,10 @@ fn serve(home: &Path, endpoint: &str, model: &str) -> Server {
     let server = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(90);
     while get(port, "/health") != Some(200) {
-        assert!(Instant::now() < deadline, "perch serve did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not become healthy"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server
@@ -178,14 +200,20 @@ fn api_pull_streams_ollamas_progress_to_the_official_client_and_raw_ndjson() {
         &hub.url,
         &format!("smol={}", perch_fixtures::smollm2_q4_1().display()),
     );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../perch-server/tests/python/pull.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../perch-server/tests/python/pull.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}", server.port))
         .arg(format!("hf.co/{REPO}"))
         .arg(format!("{}/files/{SMOL_FILE}", hub.url))
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); .ci/run sets up models/cache/.venv", python.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); .ci/run sets up models/cache/.venv",
+                python.display()
+            )
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");

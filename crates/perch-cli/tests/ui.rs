@@ -41,7 +41,14 @@ fn serve(extra: &[&str]) -> (Server, u16, tempfile::TempDir) {
     let child = Command::new(env!("CARGO_BIN_EXE_perch"))
         .args(["serve", "--model"])
         .arg(format!("smol={}", perch_fixtures::smollm2_q4_1().display()))
-        .args(["--port", &port.to_string(), "--ctx-size", "1024", "--threads", "2"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--ctx-size",
+            "1024",
+            "--threads",
+            "2",
+        ])
         .args(extra)
         .env("PERCH_HOME", home.path())
         .env("PERCH_LOG", "warn")
@@ -52,7 +59,10 @@ fn serve(extra: &[&str]) -> (Server, u16, tempfile::TempDir) {
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(90);
     while status(port, "/health", "*/*").map(|s| s.0) != Some(200) {
-        assert!(Instant::now() < deadline, "perch serve did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not become healthy"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (server, port, home)
@@ -93,7 +103,10 @@ fn chat_page_in_headless_chromium() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "chat.test.mjs failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "chat.test.mjs failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     assert!(artifacts.join("chat.png").is_file());
 }
@@ -108,7 +121,10 @@ fn no_ui_serves_ollamas_banner_and_api_clients_always_get_it() {
     let (code, body) = status(port, "/", "text/html,application/xhtml+xml").unwrap();
     assert_eq!(code, 200);
     assert!(body.starts_with("<!doctype html>") && body.contains("perch chat"));
-    assert!(!body.contains("http://") && !body.contains("https://cdn"), "external resources");
+    assert!(
+        !body.contains("http://") && !body.contains("https://cdn"),
+        "external resources"
+    );
     let (code, body) = status(port, "/", "*/*").unwrap();
     assert_eq!((code, body.as_str()), (200, "Ollama is running"));
 }

@@ -194,9 +194,12 @@ pub struct Manifest {
     /// Default system prompt.
     #[serde(default)]
     pub system: Option<String>,
-    /// A chat template (Jinja) replacing the model's own.
+    /// A chat template (Ollama Go or Jinja) replacing the model's own.
     #[serde(default)]
     pub template: Option<String>,
+    /// Messages put before every conversation (Ollama's `MESSAGE` / create `messages`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<serde_json::Value>,
     /// When the manifest was written (seconds since the Unix epoch).
     pub created: u64,
 }
@@ -308,6 +311,7 @@ impl Store {
             parameters: BTreeMap::new(),
             system: None,
             template: None,
+            messages: Vec::new(),
             created: now(),
         };
         self.write_manifest(&n, &manifest)?;
@@ -440,6 +444,7 @@ impl Store {
             parameters: BTreeMap::new(),
             system: None,
             template: None,
+            messages: Vec::new(),
             created: now(),
         };
         self.write_manifest(&n, &manifest)?;
@@ -549,7 +554,8 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch (a manifest's `created`).
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -161,7 +161,9 @@ fn modelfiles_parse() {
     assert!(err("PARAMETER temperature 1").contains("FROM"));
     assert!(err("FROM x\nPARAMETER warp 9").contains("unknown PARAMETER `warp`"));
     assert!(err("FROM x\nPARAMETER top_k lots").contains("line 2"));
-    assert!(err("FROM x\nTEMPLATE {{ .Prompt }}").contains("Go template"));
+    // Ollama Go templates are taken (perch-template renders them).
+    let go = parse_modelfile("FROM x\nTEMPLATE \"\"\"{{ .System }} {{ .Prompt }}\"\"\"").unwrap();
+    assert_eq!(go.template.as_deref(), Some("{{ .System }} {{ .Prompt }}"));
     assert!(err("FROM x\nSYSTEM \"\"\"open").contains("unterminated"));
     assert!(err("FROM x\nFLY away").contains("unknown instruction"));
 }

@@ -5,6 +5,7 @@
 //! Errors use Ollama's shape, `{"error": "message"}`, with the same statuses as the OpenAI
 //! routes. Streams are NDJSON (one JSON object per line), the default as in Ollama.
 
+mod blobs;
 mod chat;
 mod info;
 pub mod pull;
@@ -30,6 +31,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/show", post(info::show))
         .route("/api/pull", post(pull::pull))
         .route("/api/create", post(store::create))
+        .route(
+            "/api/blobs/{digest}",
+            axum::routing::head(blobs::head)
+                .post(blobs::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/api/copy", post(store::copy))
         .route("/api/delete", axum::routing::delete(store::delete))
         .route("/api/generate", post(chat::generate))

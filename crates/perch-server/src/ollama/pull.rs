@@ -137,7 +137,10 @@ pub async fn pull(
                 })
                 .into());
             }
-            let lines = [json!({"status": "pulling manifest"}), json!({"status": "success"})];
+            let lines = [
+                json!({"status": "pulling manifest"}),
+                json!({"status": "success"}),
+            ];
             return Ok(if stream {
                 ndjson(futures_util::stream::iter(lines.map(|l| l.to_string())))
             } else {
