@@ -1,7 +1,8 @@
 //! `perch pull`, pull-on-first-use (`perch run`, `perch serve --model`) and `POST /api/pull`
 //! against a loopback imitation of the Hugging Face hub (perch-store/tests/support/fake_hub.rs)
 //! serving the SmolLM2 fixture; `/api/pull`'s stream is checked with the official `ollama`
-//! Python client and as raw NDJSON (crates/perch-server/tests/python/pull.py).
+//! Python client and as raw NDJSON, and `ollama.create` with `from_`, `system` and uploaded
+//! `files` on the same server (crates/perch-server/tests/python/pull.py).
 
 #[path = "../../perch-store/tests/support/fake_hub.rs"]
 mod fake_hub;
@@ -207,6 +208,7 @@ fn api_pull_streams_ollamas_progress_to_the_official_client_and_raw_ndjson() {
         .arg(format!("http://127.0.0.1:{}", server.port))
         .arg(format!("hf.co/{REPO}"))
         .arg(format!("{}/files/{SMOL_FILE}", hub.url))
+        .arg(perch_fixtures::smollm2_q4_1())
         .output()
         .unwrap_or_else(|e| {
             panic!(

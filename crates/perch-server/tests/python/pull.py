@@ -1,11 +1,13 @@
 """`POST /api/pull` of a real `perch serve` with the official `ollama` Python client and raw
 HTTP: Ollama's progress statuses in order, digests, totals, `stream: false`, and errors.
 
-Usage: python pull.py BASE_URL HF_REPO GGUF_URL
+Usage: python pull.py BASE_URL HF_REPO GGUF_URL GGUF_PATH
 
 HF_REPO is `hf.co/OWNER/REPO` on a loopback imitation of the hub whose only GGUF is a Q4_1
 file; GGUF_URL is a plain URL of the same file. Run by crates/perch-cli/tests/pull.rs. Prints
 one line per check and a closing "N passed, N failed" line; exits non-zero when any fails.
+Also checks `ollama.create` (from_=, system=, files= after create_blob) on the same server,
+with GGUF_PATH (a local GGUF file) as the uploaded blob.
 """
 
 import http.client
@@ -17,7 +19,7 @@ import urllib.parse
 
 import ollama
 
-BASE, REPO, URL = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, REPO, URL, GGUF = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 NAME = REPO + ":Q4_1"
 ol = ollama.Client(host=BASE, timeout=300)
 checks = []
@@ -110,6 +112,29 @@ def bad_references_and_unknown_names_are_400():
         assert json.loads(body)["error"], body
     status, _, body = raw("POST", "/api/pull", {})
     assert status == 400, (status, body)
+
+
+@check
+def ollama_create_from_a_model_and_from_an_uploaded_blob():
+    r = ol.create(model="terse", from_=NAME, system="Answer in one word.", parameters={"temperature": 0}, stream=False)
+    assert r.status == "success", r
+    shown = ol.show("terse")
+    assert "temperature" in (shown.parameters or ""), shown.parameters
+    status, _, body = raw("POST", "/api/show", {"model": "terse"})
+    assert status == 200 and json.loads(body)["system"] == "Answer in one word.", body
+    digest = ol.create_blob(GGUF)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
+    status, _, _ = raw("HEAD", "/api/blobs/" + digest)
+    assert status == 200, status
+    events = list(ol.create(model="uploaded", files={"model.gguf": digest}, system="Be brief.", stream=True))
+    assert [e.status for e in events][-2:] == ["writing manifest", "success"], events
+    names = [m.model for m in ol.list().models]
+    assert "uploaded:latest" in names and "terse:latest" in names, names
+    r = ol.chat(model="uploaded", messages=[{"role": "user", "content": "Hi"}], options={"num_predict": 3})
+    assert r.done, r
+    # A digest that does not match the bytes is refused.
+    status, _, body = raw("POST", "/api/blobs/sha256:" + "0" * 64, {"not": "the model"})
+    assert status == 400 and b"nothing was stored" in body, (status, body)
 
 
 passed = failed = 0
