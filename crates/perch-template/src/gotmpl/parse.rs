@@ -91,10 +91,12 @@ fn err(line: usize, msg: impl Into<String>) -> GoTemplateError {
     }
 }
 
+/// A piece of source: its line, and `Ok(text)` or `Err(action source)`.
+type Piece = (usize, Result<String, String>);
+
 /// Text and the raw contents of each action, with `{{-`/`-}}` trimming applied.
-fn split(src: &str) -> Result<Vec<(usize, Result<String, String>)>, GoTemplateError> {
-    // Each item: (line, Ok(text) | Err(action source)).
-    let mut out: Vec<(usize, Result<String, String>)> = Vec::new();
+fn split(src: &str) -> Result<Vec<Piece>, GoTemplateError> {
+    let mut out: Vec<Piece> = Vec::new();
     let mut rest = src;
     let mut line = 1;
     let mut trim_next = false;
@@ -456,19 +458,19 @@ fn parse_pipe(src: &str, line: usize, allow_decl: bool) -> Result<Pipe, GoTempla
 }
 
 /// What closed a list.
-enum End {
+enum Close {
     Eof,
     End,
     Else(Option<String>),
 }
 
 struct Parser {
-    items: Vec<(usize, Result<String, String>)>,
+    items: Vec<Piece>,
     pos: usize,
 }
 
 impl Parser {
-    fn list(&mut self, depth: usize) -> Result<(Vec<Node>, End), GoTemplateError> {
+    fn list(&mut self, depth: usize) -> Result<(Vec<Node>, Close), GoTemplateError> {
         if depth > MAX_DEPTH {
             return Err(err(0, "blocks nested too deeply"));
         }
@@ -493,11 +495,11 @@ impl Parser {
                 .split_once(char::is_whitespace)
                 .map_or((a, ""), |(w, r)| (w, r.trim()));
             match word {
-                "end" if rest.is_empty() => return Ok((nodes, End::End)),
+                "end" if rest.is_empty() => return Ok((nodes, Close::End)),
                 "else" => {
                     return Ok((
                         nodes,
-                        End::Else((!rest.is_empty()).then(|| rest.to_string())),
+                        Close::Else((!rest.is_empty()).then(|| rest.to_string())),
                     ));
                 }
                 "if" | "with" | "range" => {
@@ -516,7 +518,7 @@ impl Parser {
                 _ => nodes.push(Node::Action(parse_pipe(a, line, true)?)),
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Close::Eof))
     }
 
     fn branch(
@@ -529,16 +531,16 @@ impl Parser {
         let pipe = parse_pipe(src, line, kind != BranchKind::If)?;
         let (list, end) = self.list(depth + 1)?;
         let else_list = match end {
-            End::End => None,
-            End::Eof => return Err(err(line, "missing {{ end }}")),
-            End::Else(None) => {
+            Close::End => None,
+            Close::Eof => return Err(err(line, "missing {{ end }}")),
+            Close::Else(None) => {
                 let (l, e) = self.list(depth + 1)?;
-                if !matches!(e, End::End) {
+                if !matches!(e, Close::End) {
                     return Err(err(line, "missing {{ end }} after {{ else }}"));
                 }
                 Some(l)
             }
-            End::Else(Some(chained)) => {
+            Close::Else(Some(chained)) => {
                 // `else if ...` / `else with ...`: a nested branch sharing our `end`.
                 let (w, r) = chained
                     .split_once(char::is_whitespace)
@@ -568,8 +570,8 @@ pub(crate) fn parse(src: &str) -> Result<Vec<Node>, GoTemplateError> {
     };
     let (nodes, end) = p.list(0)?;
     match end {
-        End::Eof => Ok(nodes),
-        End::End => Err(err(0, "unexpected {{ end }}")),
-        End::Else(_) => Err(err(0, "unexpected {{ else }}")),
+        Close::Eof => Ok(nodes),
+        Close::End => Err(err(0, "unexpected {{ end }}")),
+        Close::Else(_) => Err(err(0, "unexpected {{ else }}")),
     }
 }
