@@ -204,6 +204,23 @@ pub struct Manifest {
     pub created: u64,
 }
 
+impl Manifest {
+    /// A manifest for a file with no parameters, system prompt, template or messages, created
+    /// now.
+    pub fn new(source: Source, sha256: String, size: u64) -> Manifest {
+        Manifest {
+            source,
+            sha256,
+            size,
+            parameters: BTreeMap::new(),
+            system: None,
+            template: None,
+            messages: Vec::new(),
+            created: now(),
+        }
+    }
+}
+
 /// A model in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -304,16 +321,7 @@ impl Store {
                 path: blob.clone(),
             })?
             .len();
-        let manifest = Manifest {
-            source: Source::Blob,
-            sha256: sha256.to_string(),
-            size,
-            parameters: BTreeMap::new(),
-            system: None,
-            template: None,
-            messages: Vec::new(),
-            created: now(),
-        };
+        let manifest = Manifest::new(Source::Blob, sha256.to_string(), size);
         self.write_manifest(&n, &manifest)?;
         self.get(&n.to_string())
     }
@@ -437,16 +445,7 @@ impl Store {
         } else {
             Source::Path(fs::canonicalize(file).map_err(io_err("resolving", file))?)
         };
-        let manifest = Manifest {
-            source,
-            sha256,
-            size,
-            parameters: BTreeMap::new(),
-            system: None,
-            template: None,
-            messages: Vec::new(),
-            created: now(),
-        };
+        let manifest = Manifest::new(source, sha256, size);
         self.write_manifest(&n, &manifest)?;
         self.get(&n.to_string())
     }
@@ -584,7 +583,8 @@ fn copy_hashing(
     Ok((tmp, hex::encode(h.finalize()), size))
 }
 
-pub(crate) fn hash_file(file: &Path) -> Result<(String, u64), StoreError> {
+/// sha256 (lowercase hex) and size of a file.
+pub fn hash_file(file: &Path) -> Result<(String, u64), StoreError> {
     let mut src = File::open(file).map_err(io_err("opening", file))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

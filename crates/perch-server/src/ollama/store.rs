@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use perch_store::{Modelfile, Source, Store, StoreError, parse_modelfile};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Ollama, OllamaJson};
 use crate::state::AppState;
@@ -309,7 +308,7 @@ fn build(
         .map_err(|e| {
             ApiError::invalid_param("quantize", format!("cannot quantize to {ftype}: {e}"))
         })?;
-        let (hex, size) = crate::ollama::store::hash(&out)?;
+        let (hex, size) = perch_store::hash_file(&out).map_err(ApiError::internal)?;
         let kept = out.keep().map_err(ApiError::internal)?;
         store.install_blob(&kept, &hex).map_err(store_error)?;
         statuses.push(format!("creating new layer sha256:{hex}"));
@@ -334,24 +333,6 @@ fn build(
         .write_manifest(target, &manifest)
         .map_err(store_error)?;
     Ok(statuses)
-}
-
-/// sha256 and size of a file.
-pub(super) fn hash(path: &Path) -> Result<(String, u64), ApiError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(ApiError::internal)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(ApiError::internal)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), size))
 }
 
 fn plain(v: &Value) -> String {
