@@ -16,7 +16,7 @@ use crate::generate::{self, Loaded, ModelArgs, SamplingArgs};
 pub struct ChatArgs {
     /// The GGUF model file, or a model name in the store.
     pub model: String,
-    /// A system message for the whole conversation.
+    /// A system message for the whole conversation (default: the store model's).
     #[arg(long)]
     pub system: Option<String>,
     #[command(flatten)]
@@ -27,12 +27,27 @@ pub struct ChatArgs {
 
 /// Run the command.
 pub fn run(args: ChatArgs) -> Result<()> {
-    let loaded = generate::load(&args.model, &args.model_args)?;
-    let system: Vec<Value> = args
+    let (loaded, entry) = generate::load(&args.model, &args.model_args)?;
+    let manifest = entry.map(|e| e.manifest);
+    // A store model's parameters, system prompt and messages apply unless flags say otherwise.
+    let sampling = match &manifest {
+        Some(m) => args.sampling.clone().with_stored(&m.parameters),
+        None => args.sampling.clone(),
+    };
+    let stops = manifest
+        .as_ref()
+        .map(|m| generate::stored_stops(&m.parameters))
+        .unwrap_or_default();
+    let mut system: Vec<Value> = args
         .system
+        .clone()
+        .or_else(|| manifest.as_ref().and_then(|m| m.system.clone()))
         .iter()
         .map(|s| json!({"role": "system", "content": s}))
         .collect();
+    if let Some(m) = &manifest {
+        system.extend(m.messages.iter().cloned());
+    }
     let mut turns: Vec<Value> = Vec::new();
     eprintln!(
         "perch chat: type a message; /clear forgets the conversation, /exit (or Ctrl-D) quits."
@@ -55,7 +70,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             _ => {}
         }
         turns.push(json!({"role": "user", "content": line}));
-        let prompt = fit_context(&loaded, &system, &mut turns, &args.sampling)?;
+        let prompt = fit_context(&loaded, &system, &mut turns, &sampling)?;
         let Some(prompt) = prompt else {
             eprintln!("(that message alone does not fit the context; raise --ctx-size)");
             turns.pop();
@@ -63,7 +78,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         };
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        let (reply, stats) = generate::generate(&loaded, prompt, &args.sampling, &[], &mut out)?;
+        let (reply, stats) = generate::generate(&loaded, prompt, &sampling, &stops, &mut out)?;
         writeln!(out)?;
         drop(out);
         eprintln!("{}", stats.report());

@@ -1,6 +1,7 @@
 //! What `perch run` and `perch chat` share: loading a model with its tokenizer and chat
 //! template, the sampling flags, and the loop that turns a prompt into streamed text.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use perch_engine::engine::{Event, FinishReason, GenerationRequest};
 use perch_engine::kv::KvType;
 use perch_engine::loader::{ChatModel, LoadOptions};
 use perch_engine::sampling::SamplingParams;
+use perch_store::Entry;
 use perch_template::ChatTemplate;
+use serde_json::Value;
 
 /// Flags shared by `run` and `chat`.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,24 +39,25 @@ pub struct ModelArgs {
     pub draft_ngram: usize,
 }
 
-/// Sampling flags shared by `run` and `chat` (llama.cpp's defaults).
+/// Sampling flags shared by `run` and `chat`. A flag left out takes the store model's stored
+/// parameter (Ollama's names: `temperature`, `top_k`, ...), else llama.cpp's default.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Temperature; 0 means greedy decoding.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep the k most likely tokens (0: off).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling mass (1.0: off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Minimum probability relative to the top token (0.0: off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty (1.0: off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Temperature; 0 means greedy decoding [default: 0.8].
+    #[arg(long = "temp")]
+    pub temp: Option<f32>,
+    /// Keep the k most likely tokens (0: off) [default: 40].
+    #[arg(long = "top-k")]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass (1.0: off) [default: 0.95].
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Minimum probability relative to the top token (0.0: off) [default: 0.05].
+    #[arg(long = "min-p")]
+    pub min_p: Option<f32>,
+    /// Repetition penalty (1.0: off) [default: 1.0].
+    #[arg(long = "repeat-penalty")]
+    pub repeat_penalty: Option<f32>,
     /// Random seed (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -69,14 +73,45 @@ impl SamplingArgs {
     /// The engine's sampling parameters.
     pub fn params(&self) -> SamplingParams {
         SamplingParams {
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
+            temperature: self.temp.unwrap_or(0.8),
+            top_k: self.top_k.unwrap_or(40),
+            top_p: self.top_p.unwrap_or(0.95),
+            min_p: self.min_p.unwrap_or(0.05),
+            repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
             seed: self.seed,
             ..SamplingParams::default()
         }
+    }
+
+    /// Fill the flags left out from a store model's parameters.
+    pub fn with_stored(mut self, params: &BTreeMap<String, Value>) -> SamplingArgs {
+        let f = |k: &str| params.get(k).and_then(Value::as_f64).map(|v| v as f32);
+        let u = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_i64)
+                .and_then(|v| usize::try_from(v).ok())
+        };
+        self.temp = self.temp.or(f("temperature"));
+        self.top_k = self.top_k.or(u("top_k"));
+        self.top_p = self.top_p.or(f("top_p"));
+        self.min_p = self.min_p.or(f("min_p"));
+        self.repeat_penalty = self.repeat_penalty.or(f("repeat_penalty"));
+        self.seed = self.seed.or(params.get("seed").and_then(Value::as_u64));
+        self.max_tokens = self.max_tokens.or(u("num_predict").filter(|&n| n > 0));
+        self
+    }
+}
+
+/// A store model's stop strings.
+pub fn stored_stops(params: &BTreeMap<String, Value>) -> Vec<String> {
+    match params.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -84,15 +119,23 @@ impl SamplingArgs {
 /// the server uses).
 pub type Loaded = ChatModel;
 
-/// Load `model` (a file, or a name in the store) with the flags in `args`.
-pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
+/// Load `model` (a file, a name in the store, or a reference pulled on first use) with the
+/// flags in `args`; also returns the store entry, whose parameters, system prompt and messages
+/// the caller applies.
+pub fn load(model: &str, args: &ModelArgs) -> Result<(Loaded, Option<Entry>)> {
     let (path, entry) = crate::store::resolve(model)?;
     let chat_template = match &args.chat_template {
         Some(p) => Some(ChatTemplate::read_file(p)?),
-        None => entry.and_then(|e| e.manifest.template),
+        None => entry.as_ref().and_then(|e| e.manifest.template.clone()),
     };
+    let stored_ctx = entry
+        .as_ref()
+        .and_then(|e| e.manifest.parameters.get("num_ctx"))
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n > 0);
     let opts = LoadOptions {
-        n_ctx: args.ctx_size,
+        n_ctx: args.ctx_size.or(stored_ctx),
         parallel: 1,
         kv_memory: None,
         threads: args.threads,
@@ -105,7 +148,7 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded> {
     if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");
     }
-    Ok(ChatModel::load(&path, &opts)?)
+    Ok((ChatModel::load(&path, &opts)?, entry))
 }
 
 /// Counts and times of one generation.

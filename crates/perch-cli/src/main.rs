@@ -10,6 +10,7 @@ mod inspect;
 mod onnx;
 mod optimize;
 mod perplexity;
+mod pull;
 mod quantize;
 mod run;
 mod serve;
@@ -54,6 +55,8 @@ enum Command {
     Optimize(optimize::OptimizeArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
+    /// Download a model into the store: hf.co/OWNER/REPO[:QUANT] or the URL of a GGUF file.
+    Pull(pull::PullArgs),
     /// List the models in the store ($PERCH_HOME).
     List,
     /// Show a model in the store.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Imatrix(args) => imatrix::run(args),
         Command::Optimize(args) => optimize::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Pull(args) => pull::run(args),
         Command::List => store::list(),
         Command::Show(args) => store::show(args),
         Command::Import(args) => store::import(args),

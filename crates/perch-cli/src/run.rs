@@ -17,7 +17,7 @@ pub struct RunArgs {
     /// Send the prompt as it is, without the chat template.
     #[arg(long)]
     pub raw: bool,
-    /// A system message (chat template only).
+    /// A system message (chat template only; default: the store model's system prompt).
     #[arg(long, conflicts_with = "raw")]
     pub system: Option<String>,
     /// Stop when this text is produced (repeatable); it is not printed.
@@ -44,20 +44,39 @@ pub fn run(args: RunArgs) -> Result<()> {
             s
         }
     };
-    let loaded = generate::load(&args.model, &args.model_args)?;
+    let (loaded, entry) = generate::load(&args.model, &args.model_args)?;
+    let manifest = entry.map(|e| e.manifest);
+    let (sampling, stop) = match &manifest {
+        Some(m) => (
+            args.sampling.clone().with_stored(&m.parameters),
+            if args.stop.is_empty() {
+                generate::stored_stops(&m.parameters)
+            } else {
+                args.stop.clone()
+            },
+        ),
+        None => (args.sampling.clone(), args.stop.clone()),
+    };
     let tokens = if args.raw {
         loaded.raw_prompt(&prompt)?
     } else {
         let mut messages = Vec::new();
-        if let Some(sys) = &args.system {
+        let system = args
+            .system
+            .clone()
+            .or_else(|| manifest.as_ref().and_then(|m| m.system.clone()));
+        if let Some(sys) = system {
             messages.push(json!({"role": "system", "content": sys}));
+        }
+        if let Some(m) = &manifest {
+            messages.extend(m.messages.iter().cloned());
         }
         messages.push(json!({"role": "user", "content": prompt}));
         loaded.chat_prompt(&messages)?
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let (_, stats) = generate::generate(&loaded, tokens, &args.sampling, &args.stop, &mut out)?;
+    let (_, stats) = generate::generate(&loaded, tokens, &sampling, &stop, &mut out)?;
     writeln!(out)?;
     eprintln!("{}", stats.report());
     let e = loaded.handle().stats();

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long = "body-limit", default_value_t = 2 << 20)]
     pub body_limit: usize,
+    /// Do not serve the chat page at `/` (API clients still get Ollama's banner there).
+    #[arg(long = "no-ui")]
+    pub no_ui: bool,
     /// Seconds running requests get to finish after SIGINT or SIGTERM.
     #[arg(long = "shutdown-timeout", default_value_t = 10)]
     pub shutdown_timeout: u64,
@@ -78,6 +81,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .models
         .iter()
         .map(|m| {
+            if let Some(e) = crate::pull::ensure(&store, m)? {
+                return Ok(ModelSpec::from_entry(&e));
+            }
             if !m.contains('=') && !std::path::Path::new(m).is_file() {
                 let e = store
                     .get(m)
@@ -128,9 +134,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         body_limit: args.body_limit,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         store: Some(store),
+        ui: !args.no_ui,
         ..ServerConfig::default()
     };
     let addr = SocketAddr::new(args.host, args.port);
+    let ui = config.ui;
     // A small runtime: tokio only moves bytes; the engines compute on their own threads.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -139,6 +147,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        if ui {
+            eprintln!("perch: chat in your browser at http://{addr}/");
+        }
         eprintln!("perch: serving on http://{addr} (OpenAI API under /v1, Ollama API under /api)");
         perch_server::serve(config, addr, perch_server::shutdown_signal()).await
     })?;

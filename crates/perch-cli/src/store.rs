@@ -16,6 +16,11 @@ pub fn resolve(arg: &str) -> Result<(PathBuf, Option<Entry>)> {
     if Path::new(arg).is_file() {
         return Ok((PathBuf::from(arg), None));
     }
+    // A URL or hf.co/... reference: the pulled model, pulled now on first use.
+    let store = open()?;
+    if let Some(entry) = crate::pull::ensure(&store, arg)? {
+        return Ok((entry.path.clone(), Some(entry)));
+    }
     // Something that can only be a path (absolute, explicitly relative, or a `.gguf` file)
     // gets the file system's own answer rather than the store's.
     let is_path = ["/", "./", "../"].iter().any(|p| arg.starts_with(p)) || arg.ends_with(".gguf");
@@ -26,9 +31,9 @@ pub fn resolve(arg: &str) -> Result<(PathBuf, Option<Entry>)> {
         };
         anyhow::bail!("cannot open model file {arg}: {why}");
     }
-    let entry = open()?
+    let entry = store
         .get(arg)
-        .with_context(|| format!("`{arg}` is neither a file nor a model in the store"))?;
+        .with_context(|| format!("`{arg}` is neither a file nor a model in the store (models can be pulled with `perch pull hf.co/OWNER/REPO[:QUANT]`)"))?;
     Ok((entry.path.clone(), Some(entry)))
 }
 

@@ -71,6 +71,41 @@ fn import_list_show_copy_create_run_and_remove() {
         show.contains("parameter   temperature 0.3") && show.contains("Be brief."),
         "{show}"
     );
+    // `perch run` applies a stored model's parameters, system prompt and Go template: the
+    // same answer as the base model with those given as flags.
+    std::fs::write(
+        h.join("Modelfile.go"),
+        "FROM smol\nPARAMETER temperature 0\nPARAMETER num_predict 8\nSYSTEM You are a helpful assistant.\nTEMPLATE \"\"\"{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ .Response }}<|im_end|>\n\"\"\"\n",
+    )
+    .unwrap();
+    ok(
+        h,
+        &[
+            "create",
+            "stored",
+            "-f",
+            h.join("Modelfile.go").to_str().unwrap(),
+        ],
+    );
+    let stored = ok(h, &["run", "stored", "What is the capital of France?"]);
+    let flags = ok(
+        h,
+        &[
+            "run",
+            "smol",
+            "What is the capital of France?",
+            "--system",
+            "You are a helpful assistant.",
+            "--temp",
+            "0",
+            "-n",
+            "8",
+        ],
+    );
+    assert_eq!(stored, flags);
+    assert!(stored.contains("Paris"), "{stored}");
+    ok(h, &["rm", "stored"]);
+
     let list = ok(h, &["list"]);
     for n in ["smol:latest", "smol:copy", "brief:latest"] {
         assert!(list.contains(n), "{n} missing: {list}");

@@ -208,9 +208,14 @@ impl ChatModel {
     /// Render `input` with the chat template and tokenize the result.
     pub fn render_prompt(&self, input: &RenderInput) -> Result<Vec<u32>, LoadError> {
         let text = self.template.render(input)?;
-        // The template writes any BOS itself when the model wants one; special tokens in the
-        // rendered text (role markers) are parsed as such.
-        Ok(self.tokenizer.encode(&text, false, true)?)
+        self.encode_rendered(&text, self.template.is_go())
+    }
+
+    /// Tokenize a prompt rendered by a chat template: special tokens in it (role markers) are
+    /// parsed as such. A Jinja template writes any BOS itself; after an Ollama Go template
+    /// (`add_bos`) the BOS is added as the vocabulary asks, as Ollama does.
+    pub fn encode_rendered(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, LoadError> {
+        Ok(self.tokenizer.encode(text, add_bos, true)?)
     }
 
     /// Tokenize raw text as llama.cpp does for a plain prompt (BOS per the vocabulary,

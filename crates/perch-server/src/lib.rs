@@ -14,8 +14,8 @@
 //! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`embeddings`] (both APIs'
 //! embedding routes with request batching), [`stream`] (SSE and NDJSON framing), [`metrics`]
 //! and [`middleware`] (request ids, tracing spans, auth), [`structured`] (response formats and
-//! grammars as decoding constraints) and [`tools`] (tool calling: prompts, forced-call
-//! grammars, parsing calls out of the output).
+//! grammars as decoding constraints), [`tools`] (tool calling: prompts, forced-call grammars,
+//! parsing calls out of the output) and [`ui`] (the chat page at `/`).
 //!
 //! [`router`] builds the whole app for a state, which is what the tests drive with
 //! `tower::ServiceExt::oneshot`; [`serve`] binds it and shuts down gracefully.
@@ -32,6 +32,7 @@ pub mod state;
 pub mod stream;
 pub mod structured;
 pub mod tools;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

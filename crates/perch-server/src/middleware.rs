@@ -67,12 +67,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Require `Authorization: Bearer KEY` when the server has a key, on every route but
-/// `/health` (and CORS preflights, which browsers send without credentials).
+/// `/health`, `GET /` (the chat page, which then asks for the key) and CORS preflights, which
+/// browsers send without credentials.
 pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(key) = state.config.api_key.as_deref() else {
         return next.run(req).await;
     };
-    if req.uri().path() == "/health" || req.method() == Method::OPTIONS {
+    if req.uri().path() == "/health"
+        || req.method() == Method::OPTIONS
+        || (req.uri().path() == "/" && req.method() == Method::GET)
+    {
         return next.run(req).await;
     }
     let given = req

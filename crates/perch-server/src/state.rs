@@ -26,8 +26,10 @@ pub struct ModelDefaults {
     pub parameters: BTreeMap<String, serde_json::Value>,
     /// A system prompt used when a conversation has none.
     pub system: Option<String>,
-    /// A Jinja chat template replacing the model's own.
+    /// A chat template (Ollama Go or Jinja) replacing the model's own.
     pub template: Option<String>,
+    /// Messages put before every conversation (after its system message).
+    pub messages: Vec<serde_json::Value>,
 }
 
 impl ModelDefaults {
@@ -55,15 +57,19 @@ impl ModelDefaults {
         }
     }
 
-    /// Put the default system prompt first when `messages` has no system message.
+    /// Put the default system prompt first when `messages` has no system message, and the
+    /// model's stored messages after it.
     pub fn add_system(&self, messages: &mut Vec<serde_json::Value>) {
-        let Some(sys) = &self.system else { return };
         let has = messages
             .first()
             .and_then(|m| m["role"].as_str())
             .is_some_and(|r| r == "system" || r == "developer");
-        if !has {
+        let at = usize::from(has || self.system.is_some());
+        if let (Some(sys), false) = (&self.system, has) {
             messages.insert(0, serde_json::json!({"role": "system", "content": sys}));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            messages.insert(at + i, m.clone());
         }
     }
 }
@@ -122,6 +128,7 @@ impl ModelSpec {
                 parameters: e.manifest.parameters.clone(),
                 system: e.manifest.system.clone(),
                 template: e.manifest.template.clone(),
+                messages: e.manifest.messages.clone(),
             },
             sha256: Some(e.manifest.sha256.clone()),
         }
@@ -166,6 +173,8 @@ pub struct ServerConfig {
     /// The model store: its models are served too, and the Ollama routes that create, copy
     /// and delete models work on it.
     pub store: Option<perch_store::Store>,
+    /// Serve the chat page at `GET /` (`--no-ui` turns it off).
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +191,7 @@ impl Default for ServerConfig {
             max_n: 8,
             shutdown_timeout: Duration::from_secs(10),
             store: None,
+            ui: true,
         }
     }
 }

@@ -146,7 +146,7 @@ async fn ollama_create_copy_and_delete_work_on_the_store() {
             StatusCode::BAD_REQUEST,
         ),
         (
-            json!({"model": "x", "from": "made", "template": "{{ .Prompt }}"}),
+            json!({"model": "x", "from": "made", "template": "{{ if .Prompt }}unclosed"}),
             StatusCode::BAD_REQUEST,
         ),
         (

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod modelfile;
+pub mod pull;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -133,14 +134,27 @@ fn check_part(full: &str, part: &str, what: &'static str) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Most `/`-separated parts in a name (`hf.co/owner/repo` has three).
+const MAX_NAME_PARTS: usize = 4;
+
 impl ModelName {
-    /// Parse and validate `name[:tag]`.
+    /// Parse and validate `name[:tag]`. A name may have `/`-separated parts, as Ollama's
+    /// `namespace/model` and pulled `hf.co/owner/repo` names do; each part follows the same
+    /// rules, so no part can be `.`, `..` or empty.
     pub fn parse(s: &str) -> Result<ModelName, StoreError> {
         let (name, tag) = match s.split_once(':') {
             Some((n, t)) => (n, t),
             None => (s, "latest"),
         };
-        check_part(s, name, "the name is empty")?;
+        if name.split('/').count() > MAX_NAME_PARTS {
+            return Err(StoreError::BadName {
+                name: s.to_string(),
+                why: "too many `/`-separated parts",
+            });
+        }
+        for part in name.split('/') {
+            check_part(s, part, "the name or a `/`-separated part of it is empty")?;
+        }
         check_part(s, tag, "the tag is empty")?;
         Ok(ModelName {
             name: name.to_string(),
@@ -180,11 +194,31 @@ pub struct Manifest {
     /// Default system prompt.
     #[serde(default)]
     pub system: Option<String>,
-    /// A chat template (Jinja) replacing the model's own.
+    /// A chat template (Ollama Go or Jinja) replacing the model's own.
     #[serde(default)]
     pub template: Option<String>,
+    /// Messages put before every conversation (Ollama's `MESSAGE` / create `messages`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<serde_json::Value>,
     /// When the manifest was written (seconds since the Unix epoch).
     pub created: u64,
+}
+
+impl Manifest {
+    /// A manifest for a file with no parameters, system prompt, template or messages, created
+    /// now.
+    pub fn new(source: Source, sha256: String, size: u64) -> Manifest {
+        Manifest {
+            source,
+            sha256,
+            size,
+            parameters: BTreeMap::new(),
+            system: None,
+            template: None,
+            messages: Vec::new(),
+            created: now(),
+        }
+    }
 }
 
 /// A model in the store.
@@ -235,14 +269,61 @@ impl Store {
     }
 
     fn manifest_path(&self, n: &ModelName) -> PathBuf {
-        self.root
-            .join("manifests")
-            .join(&n.name)
-            .join(format!("{}.json", n.tag))
+        let mut p = self.root.join("manifests");
+        p.extend(n.name.split('/'));
+        p.join(format!("{}.json", n.tag))
     }
 
-    fn blob_path(&self, sha256: &str) -> PathBuf {
+    /// The file of the blob with this sha256 (lowercase hex), whether or not it exists.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(format!("sha256-{sha256}"))
+    }
+
+    /// Whether the blob with this sha256 is in the store.
+    pub fn has_blob(&self, sha256: &str) -> bool {
+        is_sha256_hex(sha256) && self.blob_path(sha256).is_file()
+    }
+
+    /// The folder where unfinished downloads and uploads are kept (`partial/`), created if
+    /// needed. It is on the same file system as `blobs/`, so a finished file is renamed in.
+    pub fn partial_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("partial");
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        Ok(dir)
+    }
+
+    /// Move a finished, already verified file into `blobs/` as the blob `sha256`
+    /// (a rename: the blob appears whole or not at all). A blob that is already there stays.
+    pub fn install_blob(&self, file: &Path, sha256: &str) -> Result<PathBuf, StoreError> {
+        if !is_sha256_hex(sha256) {
+            return Err(StoreError::BadManifest {
+                path: file.to_path_buf(),
+                why: format!("`{sha256}` is not 64 lowercase hex digits"),
+            });
+        }
+        let blobs = self.root.join("blobs");
+        fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
+        let dest = self.blob_path(sha256);
+        if let Ok(f) = File::open(file) {
+            f.sync_all().map_err(io_err("writing", file))?;
+        }
+        fs::rename(file, &dest).map_err(io_err("moving into the store", file))?;
+        Ok(dest)
+    }
+
+    /// Add the blob `sha256` (already in the store) as `name`, with no parameters.
+    pub fn add_blob_model(&self, name: &str, sha256: &str) -> Result<Entry, StoreError> {
+        let n = ModelName::parse(name)?;
+        let blob = self.blob_path(sha256);
+        let size = fs::metadata(&blob)
+            .map_err(|_| StoreError::MissingBlob {
+                name: n.to_string(),
+                path: blob.clone(),
+            })?
+            .len();
+        let manifest = Manifest::new(Source::Blob, sha256.to_string(), size);
+        self.write_manifest(&n, &manifest)?;
+        self.get(&n.to_string())
     }
 
     /// Look `name` up.
@@ -281,12 +362,7 @@ impl Store {
                 why: e.to_string(),
             })?;
         // The hash names a file in blobs/: it must not be able to name anything else.
-        if manifest.sha256.len() != 64
-            || !manifest
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_sha256_hex(&manifest.sha256) {
             return Err(StoreError::BadManifest {
                 path,
                 why: "sha256 is not 64 lowercase hex digits".into(),
@@ -299,27 +375,40 @@ impl Store {
     pub fn list(&self) -> Result<Vec<Entry>, StoreError> {
         let dir = self.root.join("manifests");
         let mut out = Vec::new();
-        let names = match fs::read_dir(&dir) {
-            Ok(d) => d,
+        match fs::read_dir(&dir) {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io_err("listing", &dir)(e)),
-        };
-        for name_dir in names.flatten() {
-            let Ok(tags) = fs::read_dir(name_dir.path()) else {
+        }
+        // manifests/<part>/.../<part>/<tag>.json: walk the name folders (a few levels deep).
+        let mut pending = vec![(dir, String::new(), 0usize)];
+        while let Some((folder, prefix, depth)) = pending.pop() {
+            let Ok(items) = fs::read_dir(&folder) else {
                 continue;
             };
-            for tag in tags.flatten() {
-                let p = tag.path();
-                let (Some(name), Some(tag)) = (
-                    name_dir.file_name().to_str().map(str::to_string),
-                    p.file_stem()
-                        .and_then(|s| s.to_str())
-                        .filter(|_| p.extension().is_some_and(|e| e == "json"))
-                        .map(str::to_string),
-                ) else {
+            for item in items.flatten() {
+                let p = item.path();
+                let Some(file_name) = item.file_name().to_str().map(str::to_string) else {
                     continue;
                 };
-                match self.get(&format!("{name}:{tag}")) {
+                if p.is_dir() {
+                    if depth < MAX_NAME_PARTS {
+                        let name = if prefix.is_empty() {
+                            file_name
+                        } else {
+                            format!("{prefix}/{file_name}")
+                        };
+                        pending.push((p, name, depth + 1));
+                    }
+                    continue;
+                }
+                let Some(tag) = file_name.strip_suffix(".json") else {
+                    continue;
+                };
+                if prefix.is_empty() {
+                    continue;
+                }
+                match self.get(&format!("{prefix}:{tag}")) {
                     Ok(e) => out.push(e),
                     Err(e) => tracing::warn!(error = %e, "skipping a model in the store"),
                 }
@@ -356,15 +445,7 @@ impl Store {
         } else {
             Source::Path(fs::canonicalize(file).map_err(io_err("resolving", file))?)
         };
-        let manifest = Manifest {
-            source,
-            sha256,
-            size,
-            parameters: BTreeMap::new(),
-            system: None,
-            template: None,
-            created: now(),
-        };
+        let manifest = Manifest::new(source, sha256, size);
         self.write_manifest(&n, &manifest)?;
         self.get(&n.to_string())
     }
@@ -430,8 +511,14 @@ impl Store {
         let n = ModelName::parse(name)?;
         let (path, manifest) = self.read_manifest(&n)?;
         fs::remove_file(&path).map_err(io_err("removing", &path))?;
-        if let Some(dir) = path.parent() {
-            let _ = fs::remove_dir(dir); // only when empty
+        // Empty name folders go too (only when empty; never the manifests folder).
+        let manifests = self.root.join("manifests");
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != manifests && d.starts_with(&manifests)) {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
         }
         if manifest.source == Source::Blob {
             let still_used = self
@@ -459,7 +546,15 @@ impl Store {
     }
 }
 
-fn now() -> u64 {
+/// Whether `s` is a sha256 in lowercase hex (what names a blob).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Seconds since the Unix epoch (a manifest's `created`).
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -488,7 +583,8 @@ fn copy_hashing(
     Ok((tmp, hex::encode(h.finalize()), size))
 }
 
-fn hash_file(file: &Path) -> Result<(String, u64), StoreError> {
+/// sha256 (lowercase hex) and size of a file.
+pub fn hash_file(file: &Path) -> Result<(String, u64), StoreError> {
     let mut src = File::open(file).map_err(io_err("opening", file))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -1,9 +1,8 @@
 //! Modelfiles in Ollama's syntax: `FROM`, `PARAMETER`, `SYSTEM`, `TEMPLATE`, `#` comments, and
 //! `"""` quoting for values that span lines.
 //!
-//! perch renders chat templates with Jinja (like the template inside a GGUF), so `TEMPLATE`
-//! takes a Jinja chat template; an Ollama Go template (`{{ .Prompt }}`) is refused with a
-//! clear error rather than stored and mis-rendered later.
+//! `TEMPLATE` takes an Ollama Go template (`{{ .Prompt }}`, rendered as Ollama does) or a
+//! Jinja chat template (like the one inside a GGUF); perch-template tells them apart.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +19,7 @@ pub struct Modelfile {
     pub parameters: BTreeMap<String, Value>,
     /// Default system prompt.
     pub system: Option<String>,
-    /// A Jinja chat template.
+    /// A chat template (Ollama Go or Jinja).
     pub template: Option<String>,
 }
 
@@ -139,15 +138,7 @@ pub fn parse_modelfile(text: &str) -> Result<Modelfile, StoreError> {
                 }
             }
             "SYSTEM" => mf.system = Some(value),
-            "TEMPLATE" => {
-                if value.contains("{{ .") || value.contains("{{.") {
-                    return Err(StoreError::BadModelfile {
-                        line: lineno,
-                        why: "TEMPLATE looks like an Ollama Go template; perch takes a Jinja chat template (as in GGUF files), or leave TEMPLATE out to use the model's own".into(),
-                    });
-                }
-                mf.template = Some(value);
-            }
+            "TEMPLATE" => mf.template = Some(value),
             "LICENSE" | "MESSAGE" | "ADAPTER" => {
                 return Err(StoreError::BadModelfile {
                     line: lineno,

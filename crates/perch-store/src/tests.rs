@@ -31,11 +31,30 @@ fn names_are_validated() {
     assert_eq!(ModelName::parse("smol").unwrap().to_string(), "smol:latest");
     assert_eq!(ModelName::parse("smol:q4_1").unwrap().tag, "q4_1");
     for bad in [
-        "", "../etc", "a/b", ".hidden", "x:", ":x", "a:b:c", "a b", "a\\b", "-x", "x:../y",
+        "",
+        "../etc",
+        "a//b",
+        "a/../b",
+        "/a",
+        "a/",
+        "a/b/c/d/e",
+        ".hidden",
+        "x:",
+        ":x",
+        "a:b:c",
+        "a b",
+        "a\\b",
+        "-x",
+        "x:../y",
     ] {
         assert!(ModelName::parse(bad).is_err(), "{bad:?} accepted");
     }
     assert!(ModelName::parse(&"a".repeat(129)).is_err());
+    let ns = ModelName::parse("hf.co/owner/Repo-GGUF:Q4_K_M").unwrap();
+    assert_eq!(
+        (ns.name.as_str(), ns.tag.as_str()),
+        ("hf.co/owner/Repo-GGUF", "Q4_K_M")
+    );
 }
 
 #[test]
@@ -142,7 +161,9 @@ fn modelfiles_parse() {
     assert!(err("PARAMETER temperature 1").contains("FROM"));
     assert!(err("FROM x\nPARAMETER warp 9").contains("unknown PARAMETER `warp`"));
     assert!(err("FROM x\nPARAMETER top_k lots").contains("line 2"));
-    assert!(err("FROM x\nTEMPLATE {{ .Prompt }}").contains("Go template"));
+    // Ollama Go templates are taken (perch-template renders them).
+    let go = parse_modelfile("FROM x\nTEMPLATE \"\"\"{{ .System }} {{ .Prompt }}\"\"\"").unwrap();
+    assert_eq!(go.template.as_deref(), Some("{{ .System }} {{ .Prompt }}"));
     assert!(err("FROM x\nSYSTEM \"\"\"open").contains("unterminated"));
     assert!(err("FROM x\nFLY away").contains("unknown instruction"));
 }

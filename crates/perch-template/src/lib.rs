@@ -28,6 +28,9 @@
 //!   prints string content; string content is wrapped as one text part when the template
 //!   only handles lists.
 //!
+//! Ollama's Go templates (a Modelfile's `TEMPLATE`, the API's `template` field) are recognised
+//! and rendered by [`gotmpl`] the way Ollama renders them.
+//!
 //! A template that is missing entirely is replaced by ChatML ([`ChatTemplate::chatml`]),
 //! like llama.cpp's default. A failing template is a [`TemplateError`] naming the line and
 //! what failed. Hostile templates cannot hang or overflow the stack: every render has an
@@ -51,6 +54,7 @@
 
 mod env;
 mod error;
+pub mod gotmpl;
 mod normalize;
 mod python;
 
@@ -108,6 +112,8 @@ pub struct TemplateCaps {
 #[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// An Ollama Go template, rendered instead of Jinja when the source is one.
+    go: Option<gotmpl::GoTemplate>,
     source: String,
     bos_token: String,
     eos_token: String,
@@ -118,10 +124,30 @@ impl ChatTemplate {
     /// Compiles `source` and probes what it supports. `bos_token` and `eos_token` are the
     /// texts of the model's BOS and EOS tokens (empty when the model has none).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
+        if gotmpl::is_go_template(source) {
+            let go = gotmpl::GoTemplate::parse(source).map_err(|e| TemplateError::Syntax {
+                line: None,
+                detail: e.to_string(),
+            })?;
+            let env = env::build(String::new()).map_err(|e| TemplateError::from_compile(&e))?;
+            return Ok(ChatTemplate {
+                env,
+                go: Some(go),
+                source: source.to_string(),
+                bos_token: bos_token.to_string(),
+                eos_token: eos_token.to_string(),
+                caps: TemplateCaps {
+                    supports_system_role: true,
+                    supports_string_content: true,
+                    supports_typed_content: true,
+                },
+            });
+        }
         let prepared = env::rewrite_generation_tags(source);
         let env = env::build(prepared).map_err(|e| TemplateError::from_compile(&e))?;
         let mut tmpl = ChatTemplate {
             env,
+            go: None,
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
@@ -167,6 +193,18 @@ impl ChatTemplate {
         })
     }
 
+    /// Whether this is an Ollama Go template ([`gotmpl`]) rather than Jinja. Go templates
+    /// do not write the BOS token: the tokenizer adds it as the vocabulary asks, as Ollama
+    /// does.
+    pub fn is_go(&self) -> bool {
+        self.go.is_some()
+    }
+
+    /// Another template (Jinja or Go) for the same model's BOS and EOS tokens.
+    pub fn with_source(&self, source: &str) -> Result<ChatTemplate, TemplateError> {
+        Self::new(source, &self.bos_token, &self.eos_token)
+    }
+
     /// The template source as given.
     pub fn source(&self) -> &str {
         &self.source
@@ -179,6 +217,14 @@ impl ChatTemplate {
 
     /// Renders the conversation into prompt text.
     pub fn render(&self, input: &RenderInput) -> Result<String, TemplateError> {
+        if let Some(go) = &self.go {
+            return go
+                .render_chat(&input.messages, input.tools.as_deref())
+                .map_err(|e| TemplateError::Render {
+                    line: None,
+                    detail: e.to_string(),
+                });
+        }
         let messages = normalize::messages(&input.messages, &self.caps)?;
         let tools = match &input.tools {
             Some(tools) => Json::Array(tools.clone()),

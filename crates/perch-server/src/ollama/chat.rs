@@ -84,6 +84,40 @@ pub struct ChatRequest {
     tools: Option<Value>,
     #[serde(default)]
     think: Option<Value>,
+    #[serde(default)]
+    template: Option<String>,
+}
+
+/// Render `messages` with a request's own template (an Ollama Go template or Jinja) instead of
+/// the model's, and tokenize the prompt, off the runtime.
+async fn tokenize_with(
+    model: &Arc<LoadedModel>,
+    template: String,
+    messages: Vec<Value>,
+) -> Result<Vec<u32>, ApiError> {
+    let m = model.clone();
+    tokio::task::spawn_blocking(move || {
+        let t = m.chat.template().with_source(&template).map_err(|e| {
+            ApiError::invalid_param("template", format!("the template cannot be used: {e}"))
+        })?;
+        let text = t
+            .render(&perch_template::RenderInput {
+                messages,
+                add_generation_prompt: true,
+                ..Default::default()
+            })
+            .map_err(|e| {
+                ApiError::invalid_param(
+                    "template",
+                    format!("the template cannot render these messages: {e}"),
+                )
+            })?;
+        m.chat
+            .encode_rendered(&text, t.is_go())
+            .map_err(|e| ApiError::invalid(format!("cannot tokenize the prompt: {e}")))
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// Validated generation settings from `options`.
@@ -387,13 +421,6 @@ pub async fn generate(
         req.think.as_ref(),
         "thinking mode is not built yet",
     )?;
-    if req.template.as_deref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::unsupported(
-            "template",
-            "Go-template overrides are not supported; the model's chat template is used (or send raw: true with a formatted prompt)",
-        )
-        .into());
-    }
     let spec = state.registry.spec(Some(&req.model))?;
     let mut p = plan(req.options.as_ref(), &spec.defaults)?;
     p.launch.grammar = grammar;
@@ -403,8 +430,10 @@ pub async fn generate(
     if prompt_text.is_empty() && req.context.as_ref().is_none_or(Vec::is_empty) {
         return Ok(load_only(&model, false, unload));
     }
-    let input = if req.raw == Some(true) {
-        PromptInput::Text(prompt_text)
+    let template = req.template.filter(|t| !t.is_empty());
+    let new = if req.raw == Some(true) {
+        // Raw: the prompt as it is; no template (not even a request's own).
+        tokenize(&model, PromptInput::Text(prompt_text)).await?
     } else {
         let mut messages = Vec::new();
         if let Some(sys) = req
@@ -414,14 +443,17 @@ pub async fn generate(
         {
             messages.push(json!({"role": "system", "content": sys}));
         }
+        messages.extend(spec.defaults.messages.iter().cloned());
         messages.push(json!({"role": "user", "content": prompt_text}));
         if let Some(text) = format.as_ref().and_then(|f| f.instructions()) {
             add_to_system(&mut messages, &text);
         }
-        PromptInput::Chat(messages)
+        match template {
+            Some(t) => tokenize_with(&model, t, messages).await?,
+            None => tokenize(&model, PromptInput::Chat(messages)).await?,
+        }
     };
     let mut ids = req.context.unwrap_or_default();
-    let new = tokenize(&model, input).await?;
     // A continued conversation: the context already holds BOS.
     let bos = model.chat.tokenizer().bos();
     let skip = usize::from(!ids.is_empty() && bos.is_some() && new.first().copied() == bos);
@@ -524,7 +556,14 @@ pub async fn chat(
             }
         }
     };
-    let ids = tokenize(&model, input).await?;
+    let ids = match (req.template.filter(|t| !t.is_empty()), input) {
+        // A request's own template renders the messages (tools, if any, are described in
+        // the system message).
+        (Some(t), PromptInput::Chat(m) | PromptInput::ChatTools(m, _)) => {
+            tokenize_with(&model, t, m).await?
+        }
+        (_, input) => tokenize(&model, input).await?,
+    };
     fit(&model, ids.len(), &mut p)?;
     let mut runs = launch(&state, &model, &ids, &p.launch)?;
     let run = runs

@@ -1,5 +1,5 @@
 //! Ollama's informational routes: `/`, `/api/version`, `/api/tags`, `/api/ps`, `/api/show`,
-//! and `/api/pull`'s offline answer.
+//! (`/api/pull` is in `pull`).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -14,11 +14,6 @@ use serde_json::{Map, Value, json};
 use super::rfc3339;
 use crate::error::{ApiError, Ollama, OllamaJson};
 use crate::state::{AppState, ModelSpec};
-
-/// `GET /`: what Ollama answers, so clients that probe the server find it.
-pub async fn root() -> &'static str {
-    "Ollama is running"
-}
 
 /// `HEAD /`.
 pub async fn root_head() -> StatusCode {
@@ -232,16 +227,6 @@ pub async fn show(
         "capabilities": ["completion"],
         "modified_at": rfc3339(modified),
     })))
-}
-
-/// `POST /api/pull`: this server has no network access to a registry; say so clearly.
-pub async fn pull() -> Ollama {
-    let mut e = ApiError::unsupported(
-        "model",
-        "pulling models is not available: this server serves local GGUF files given with --model",
-    );
-    e.status = StatusCode::NOT_IMPLEMENTED;
-    Ollama(e)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The Ollama-compatible API: `/api/generate`, `/api/chat`, `/api/tags`, `/api/show`,
-//! `/api/ps`, `/api/version`, `/api/create`, `/api/copy`, `/api/delete` (on perch's model
+//! `/api/ps`, `/api/version`, `/api/pull`, `/api/create`, `/api/copy`, `/api/delete` (on perch's model
 //! store), and `HEAD /` / `GET /` as Ollama clients probe them.
 //!
 //! Errors use Ollama's shape, `{"error": "message"}`, with the same statuses as the OpenAI
 //! routes. Streams are NDJSON (one JSON object per line), the default as in Ollama.
 
+mod blobs;
 mod chat;
 mod info;
+pub mod pull;
 mod store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,13 +24,19 @@ use crate::state::AppState;
 /// The Ollama routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(info::root).head(info::root_head))
+        .route("/", get(crate::ui::root).head(info::root_head))
         .route("/api/version", get(info::version))
         .route("/api/tags", get(info::tags))
         .route("/api/ps", get(info::ps))
         .route("/api/show", post(info::show))
-        .route("/api/pull", post(info::pull))
+        .route("/api/pull", post(pull::pull))
         .route("/api/create", post(store::create))
+        .route(
+            "/api/blobs/{digest}",
+            axum::routing::head(blobs::head)
+                .post(blobs::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/api/copy", post(store::copy))
         .route("/api/delete", axum::routing::delete(store::delete))
         .route("/api/generate", post(chat::generate))
