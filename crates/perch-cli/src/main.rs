@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod generate;
 mod inspect;
+mod keys;
 mod perplexity;
 mod quantize;
 mod run;
@@ -52,6 +53,8 @@ enum Command {
     Cp(store::CopyArgs),
     /// Remove models from the store.
     Rm(store::RemoveArgs),
+    /// Manage API keys for `perch serve --api-key-file` (stored as sha256 hashes).
+    Keys(keys::KeysArgs),
 }
 
 /// The log level when `PERCH_LOG` is unset: the server logs requests, other commands only
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Create(args) => store::create(args),
         Command::Cp(args) => store::copy(args),
         Command::Rm(args) => store::remove(args),
+        Command::Keys(args) => keys::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -218,3 +218,53 @@ fn after_the_shutdown_timeout_running_requests_are_cancelled() {
     let body = streamer.join().expect("streamer").unwrap_or_default();
     assert!(!body.contains("[DONE]"), "the long stream finished?");
 }
+
+/// Fault: SIGTERM while the server is loaded with streams (more than `--parallel`, so some
+/// are still queued) lets every one of them finish with `[DONE]`, then exits with status 0.
+#[test]
+fn sigterm_under_load_drains_every_stream_and_exits_cleanly() {
+    let mut server = start_with(&["--shutdown-timeout", "60", "--parallel", "4"]);
+    let port = server.port;
+    let streamers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"model":"smol","messages":[{{"role":"user","content":"Say something about the number {i}."}}],"max_tokens":24,"temperature":0,"stream":true}}"#
+                );
+                http(port, "POST", "/v1/chat/completions", Some(&body))
+            })
+        })
+        .collect();
+    // Every stream is connected and at least one is producing tokens.
+    std::thread::sleep(Duration::from_millis(800));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    for (i, s) in streamers.into_iter().enumerate() {
+        let (code, body) = s.join().expect("streamer").expect("the stream reads");
+        assert_eq!(code, 200, "stream {i}: {body}");
+        assert!(
+            body.contains("data: [DONE]"),
+            "stream {i} was cut off: {body}"
+        );
+        assert!(
+            body.contains("\"finish_reason\":\"length\"")
+                || body.contains("\"finish_reason\":\"stop\"")
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(code) = server.child.try_wait().expect("wait") {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code.code(), Some(0), "exit status {code:?}");
+    assert!(http(port, "GET", "/health", None).is_err());
+}

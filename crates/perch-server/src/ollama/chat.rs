@@ -207,6 +207,12 @@ fn apply_keep_alive(model: &LoadedModel, ka: Option<&KeepAlive>) -> Result<bool,
         Some(d) => crate::state::KeepAlive::For(d),
         None => crate::state::KeepAlive::Forever,
     };
+    // Unloading is an admin action: an inference key must not evict everyone's model.
+    if policy == crate::state::KeepAlive::For(Duration::ZERO) && !crate::auth::may_administer() {
+        return Err(ApiError::forbidden(
+            "unloading a model (`keep_alive: 0`) needs an API key with the `admin` role",
+        ));
+    }
     model.set_keep_alive(policy);
     // The reaper unloads it once idle; zero means as soon as this request is done.
     Ok(policy == crate::state::KeepAlive::For(Duration::ZERO))
