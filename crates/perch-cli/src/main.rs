@@ -53,6 +53,8 @@ enum Command {
     Cp(store::CopyArgs),
     /// Remove models from the store.
     Rm(store::RemoveArgs),
+    /// Check the sha256 of models in the store against their manifests.
+    Verify(store::VerifyArgs),
     /// Manage API keys for `perch serve --api-key-file` (stored as sha256 hashes).
     Keys(keys::KeysArgs),
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Cp(args) => store::copy(args),
         Command::Rm(args) => store::remove(args),
         Command::Keys(args) => keys::run(args),
+        Command::Verify(args) => store::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,9 @@ pub struct ServeArgs {
 /// Run the command.
 pub fn run(args: ServeArgs) -> Result<()> {
     let store = crate::store::open()?;
+    for p in store.sweep_partials(crate::store::PARTIAL_MIN_AGE)? {
+        tracing::info!(path = %p.display(), "removed an unfinished write from the store");
+    }
     let models = args
         .models
         .iter()

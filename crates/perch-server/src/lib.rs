@@ -29,6 +29,7 @@ pub mod openai;
 pub mod state;
 pub mod stream;
 pub mod tls;
+pub mod validate;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;

@@ -468,6 +468,32 @@ pub async fn chat(
     Ok(respond(run, req.stream != Some(false), true, load, started, ids).await?)
 }
 
+/// What [`generate`] checks of a body before it needs a model (for [`crate::validate`]).
+pub(crate) fn precheck_generate(req: &GenerateRequest) -> Result<(), ApiError> {
+    plan(req.options.as_ref(), &ModelDefaults::default())?;
+    if let Some(k) = &req.keep_alive {
+        k.duration()?;
+    }
+    Ok(())
+}
+
+/// What [`chat`] checks of a body before it needs a model (for [`crate::validate`]).
+pub(crate) fn precheck_chat(req: &ChatRequest) -> Result<(), ApiError> {
+    plan(req.options.as_ref(), &ModelDefaults::default())?;
+    if let Some(k) = &req.keep_alive {
+        k.duration()?;
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !["system", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(ApiError::invalid_param(
+                format!("messages[{i}].role"),
+                "unknown role",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -5,7 +5,7 @@
 //! Errors use Ollama's shape, `{"error": "message"}`, with the same statuses as the OpenAI
 //! routes. Streams are NDJSON (one JSON object per line), the default as in Ollama.
 
-mod chat;
+pub(crate) mod chat;
 mod info;
 mod store;
 
