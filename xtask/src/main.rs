@@ -3,6 +3,7 @@
 mod bench;
 mod ci;
 mod fixtures;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ enum Task {
 enum BenchTask {
     /// Prompt processing and generation tokens/s, perch beside llama.cpp (`--vs llama.cpp`).
     Speed(bench::SpeedArgs),
+    /// Load and soak test of `perch serve` (or `--url`): concurrent streams, drops, KV and
+    /// memory checks, latency percentiles (`--soak` for 64 clients × 1,000 requests).
+    Serve(soak::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTask::Speed(args),
         } => bench::speed(args),
+        Task::Bench {
+            what: BenchTask::Serve(args),
+        } => soak::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
