@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod deploy;
 mod generate;
 mod inspect;
 mod keys;
@@ -53,6 +54,8 @@ enum Command {
     Cp(store::CopyArgs),
     /// Remove models from the store.
     Rm(store::RemoveArgs),
+    /// Write deployment files (`perch deploy dockerfile --model NAME`).
+    Deploy(deploy::DeployArgs),
     /// Check the sha256 of models in the store against their manifests.
     Verify(store::VerifyArgs),
     /// Manage API keys for `perch serve --api-key-file` (stored as sha256 hashes).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => store::remove(args),
         Command::Keys(args) => keys::run(args),
         Command::Verify(args) => store::verify(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
