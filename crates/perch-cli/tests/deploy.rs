@@ -4,26 +4,11 @@
 //! build does), and a Dockerfile that creates and serves it with a health check.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn perch(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_perch"))
-        .args(args)
-        .env("PERCH_HOME", home)
-        .env("PERCH_LOG", "error")
-        .output()
-        .expect("perch runs")
-}
+mod common;
 
-fn ok(home: &Path, args: &[&str]) -> String {
-    let o = perch(home, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{ok_in as ok, perch_in as perch};
 
 #[test]
 fn a_build_context_recreates_the_model() {

@@ -101,6 +101,21 @@ fn start_with(extra: &[&str]) -> Server {
     }
 }
 
+/// The exit status of `server` once it has exited, within `limit`.
+fn wait_exit(server: &mut Server, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(code) = server.child.try_wait().expect("wait") {
+            return code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn official_python_clients_work_against_perch_serve() {
     let python = perch_fixtures::python();
@@ -172,17 +187,7 @@ fn sigterm_lets_a_running_stream_finish_then_exits() {
         lines.iter().any(|l| l == "data: [DONE]"),
         "the running stream was cut off: {lines:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(code) = server.child.try_wait().expect("wait") {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "perch serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut server, Duration::from_secs(30));
     assert!(code.success(), "exit status {code:?}");
     // New connections are refused once it has stopped.
     assert!(http(port, "GET", "/health", None).is_err());
@@ -254,17 +259,7 @@ fn sigterm_under_load_drains_every_stream_and_exits_cleanly() {
                 || body.contains("\"finish_reason\":\"stop\"")
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(code) = server.child.try_wait().expect("wait") {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "perch serve did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut server, Duration::from_secs(30));
     assert_eq!(code.code(), Some(0), "exit status {code:?}");
     assert!(http(port, "GET", "/health", None).is_err());
 }
