@@ -3,7 +3,8 @@
 //!
 //! Steps: fixtures (a fast no-op when present), `cargo fmt --check`, clippy on every target
 //! with `-D warnings`, every test with cargo-nextest, then the doc tests (nextest does not
-//! run those). Clippy, nextest and the doc tests all use the `ci` profile (optimized, with
+//! run those), then a reduced `cargo xtask bench serve` soak (8 clients, 40 requests). Clippy,
+//! nextest and the doc tests all use the `ci` profile (optimized, with
 //! debug assertions), so build scripts and proc macros are compiled once for all three.
 
 use std::process::Command;
@@ -49,6 +50,27 @@ const STEPS: &[Step] = &[
     Step {
         what: "doc tests",
         args: &["test", "--workspace", "--doc", "--profile", "ci"],
+    },
+    Step {
+        what: "serve soak (reduced: 8 clients, 40 requests, a tenth dropped)",
+        args: &[
+            "run",
+            "--profile",
+            "ci",
+            "-p",
+            "xtask",
+            "--",
+            "bench",
+            "serve",
+            "--clients",
+            "8",
+            "--requests",
+            "40",
+            "--max-tokens",
+            "16",
+            "--out",
+            "target/soak-ci",
+        ],
     },
 ];
 

@@ -4,6 +4,7 @@ mod bench;
 mod ci;
 mod fixtures;
 mod quality;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ enum BenchTask {
     Speed(bench::SpeedArgs),
     /// Size, perplexity and KL divergence per quantization type, perch beside llama-quantize.
     Quality(quality::QualityArgs),
+    /// Load and soak test of `perch serve` (or `--url`): concurrent streams, drops, KV and
+    /// memory checks, latency percentiles (`--soak` for 64 clients × 1,000 requests).
+    Serve(soak::ServeArgs),
 }
 
 /// Runs the synthetic-model writer (an example of perch-cli) in release.
@@ -83,6 +87,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTask::Quality(args),
         } => quality::quality(args),
+        Task::Bench {
+            what: BenchTask::Serve(args),
+        } => soak::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

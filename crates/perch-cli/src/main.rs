@@ -4,9 +4,11 @@
 mod bench;
 mod chat;
 mod convert;
+mod deploy;
 mod generate;
 mod imatrix;
 mod inspect;
+mod keys;
 mod onnx;
 mod optimize;
 mod perplexity;
@@ -69,6 +71,12 @@ enum Command {
     Cp(store::CopyArgs),
     /// Remove models from the store.
     Rm(store::RemoveArgs),
+    /// Write deployment files (`perch deploy dockerfile --model NAME`).
+    Deploy(deploy::DeployArgs),
+    /// Check the sha256 of models in the store against their manifests.
+    Verify(store::VerifyArgs),
+    /// Manage API keys for `perch serve --api-key-file` (stored as sha256 hashes).
+    Keys(keys::KeysArgs),
 }
 
 /// The log level when `PERCH_LOG` is unset: the server logs requests, other commands only
@@ -108,6 +116,9 @@ fn main() -> ExitCode {
         Command::Create(args) => store::create(args),
         Command::Cp(args) => store::copy(args),
         Command::Rm(args) => store::remove(args),
+        Command::Keys(args) => keys::run(args),
+        Command::Verify(args) => store::verify(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

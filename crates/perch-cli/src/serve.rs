@@ -1,11 +1,14 @@
 //! `perch serve`: the OpenAI- and Ollama-compatible HTTP server.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use perch_engine::kv::KvType;
 use perch_engine::loader::LoadOptions;
+use perch_server::auth::{AccessControl, AuditLog, KeySet};
 use perch_server::{ModelSpec, ServerConfig};
 
 /// The default port (llama.cpp's server uses the same; Ollama's 11434 is left free so both can
@@ -26,9 +29,29 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
-    #[arg(long = "api-key", env = "PERCH_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// An API key clients send as `Authorization: Bearer KEY`: `KEY` (role admin) or
+    /// `KEY:inference` / `KEY:admin`; repeatable. `PERCH_API_KEYS` adds comma-separated ones
+    /// (and `PERCH_API_KEY` one). With any key, every route but /health needs one.
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
+    /// A key file of `NAME ROLE SHA256 [rpm=N] [tpm=N]` lines, as `perch keys add` writes.
+    #[arg(long = "api-key-file")]
+    pub api_key_file: Option<PathBuf>,
+    /// Append admin actions and refused requests to this file as JSON lines.
+    #[arg(long = "audit-log")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log once it would pass this size.
+    #[arg(long = "audit-log-max-bytes", default_value_t = 10 << 20)]
+    pub audit_log_max_bytes: u64,
+    /// Rotated audit logs kept (FILE.1 is the newest).
+    #[arg(long = "audit-log-keep", default_value_t = 5)]
+    pub audit_log_keep: usize,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Sequences that can each hold a full context at once (sizes the KV cache).
     #[arg(long, short = 'p', default_value_t = 4)]
     pub parallel: usize,
@@ -64,11 +87,21 @@ pub struct ServeArgs {
     #[arg(long = "max-queue", default_value_t = 256)]
     pub max_queue: usize,
     /// Largest request body in bytes.
-    #[arg(long = "body-limit", default_value_t = 2 << 20)]
+    #[arg(long = "max-body-bytes", alias = "body-limit", default_value_t = 2 << 20)]
     pub body_limit: usize,
     /// Do not serve the chat page at `/` (API clients still get Ollama's banner there).
     #[arg(long = "no-ui")]
     pub no_ui: bool,
+    /// Largest `max_tokens` / `num_predict` a request may ask for (requests without one are
+    /// capped at it).
+    #[arg(long = "max-tokens-limit")]
+    pub max_tokens_limit: Option<usize>,
+    /// Most choices (`n`) per request.
+    #[arg(long = "max-n", default_value_t = 8)]
+    pub max_n: usize,
+    /// Longest prompt in tokens (beyond the context size, which always applies).
+    #[arg(long = "max-prompt-tokens")]
+    pub max_prompt_tokens: Option<usize>,
     /// Seconds running requests get to finish after SIGINT or SIGTERM.
     #[arg(long = "shutdown-timeout", default_value_t = 10)]
     pub shutdown_timeout: u64,
@@ -77,6 +110,9 @@ pub struct ServeArgs {
 /// Run the command.
 pub fn run(args: ServeArgs) -> Result<()> {
     let store = crate::store::open()?;
+    for p in store.sweep_partials(crate::store::PARTIAL_MIN_AGE)? {
+        tracing::info!(path = %p.display(), "removed an unfinished write from the store");
+    }
     let models = args
         .models
         .iter()
@@ -110,9 +146,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
     {
         anyhow::bail!("--parallel, --max-queue, --ctx-size and --batch-tokens must be positive");
     }
-    if args.api_key.is_none() && !args.host.is_loopback() {
-        tracing::warn!(host = %args.host, "listening on a non-loopback address without --api-key");
+    let access = access(&args)?;
+    if access.keys.is_empty() && !args.host.is_loopback() {
+        tracing::warn!(
+            host = %args.host,
+            "listening on a non-loopback address without API keys: anyone who can reach it \
+             can use and change the models (set --api-key or --api-key-file)"
+        );
     }
+    if args.max_n == 0 || args.max_tokens_limit == Some(0) || args.max_prompt_tokens == Some(0) {
+        anyhow::bail!("--max-n, --max-tokens-limit and --max-prompt-tokens must be positive");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(perch_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
         models,
         load: LoadOptions {
@@ -126,7 +178,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .then(|| perch_engine::speculative::Speculative::ngram(args.draft_ngram)),
             ..LoadOptions::default()
         },
-        api_key: args.api_key.filter(|k| !k.is_empty()),
+        access,
+        tls,
+        max_tokens_limit: args.max_tokens_limit,
+        max_n: args.max_n,
+        max_prompt_tokens: args.max_prompt_tokens,
         cors_origins: args.cors_origin,
         max_loaded: args.max_loaded.max(1),
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -148,10 +204,47 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         if ui {
-            eprintln!("perch: chat in your browser at http://{addr}/");
+            eprintln!("perch: chat in your browser at {scheme}://{addr}/");
         }
-        eprintln!("perch: serving on http://{addr} (OpenAI API under /v1, Ollama API under /api)");
+        eprintln!(
+            "perch: serving on {scheme}://{addr} (OpenAI API under /v1, Ollama API under /api)"
+        );
         perch_server::serve(config, addr, perch_server::shutdown_signal()).await
     })?;
     Ok(())
+}
+
+/// The keys from `--api-key`, `PERCH_API_KEYS`, `PERCH_API_KEY` and `--api-key-file`, and the
+/// audit log.
+fn access(args: &ServeArgs) -> Result<AccessControl> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let mut flags = args.api_keys.clone();
+    if let Some(one) = env("PERCH_API_KEY") {
+        flags.push(one);
+    }
+    let keys = KeySet::gather(
+        &flags,
+        env("PERCH_API_KEYS").as_deref(),
+        args.api_key_file.as_deref(),
+    )?;
+    let audit = match &args.audit_log {
+        Some(p) => Some(Arc::new(
+            AuditLog::open(p, args.audit_log_max_bytes, args.audit_log_keep)
+                .with_context(|| format!("cannot open the audit log {}", p.display()))?,
+        )),
+        None => None,
+    };
+    if !keys.is_empty() {
+        let admins = keys
+            .keys()
+            .iter()
+            .filter(|k| k.role == perch_server::auth::Role::Admin)
+            .count();
+        tracing::info!(keys = keys.keys().len(), admins, "API keys required");
+    }
+    Ok(AccessControl {
+        keys,
+        audit,
+        ..AccessControl::default()
+    })
 }

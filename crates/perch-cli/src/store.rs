@@ -185,3 +185,82 @@ pub fn remove(args: RemoveArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `perch verify [NAME...]`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Models to check (default: every model in the store).
+    pub names: Vec<String>,
+}
+
+/// Leftovers of writes killed at least this long ago are removed by `verify` and `serve`
+/// (a live write touches its file far more often).
+pub const PARTIAL_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `perch verify`: hash every model file and compare with its manifest; remove the leftovers
+/// of killed writes. Fails when any model does not match.
+pub fn verify(args: VerifyArgs) -> Result<()> {
+    let store = open()?;
+    for p in store.sweep_partials(PARTIAL_MIN_AGE)? {
+        eprintln!("removed an unfinished write: {}", p.display());
+    }
+    let names = if args.names.is_empty() {
+        list_names(&store)?
+    } else {
+        args.names
+    };
+    let mut bad = 0;
+    for name in &names {
+        match store.verify(name) {
+            Ok(v) if v.ok => println!("{}  ok  sha256:{}", v.name, v.actual),
+            Ok(v) => {
+                bad += 1;
+                println!(
+                    "{}  CHANGED  {}: sha256 {} ({} bytes), manifest has {} ({} bytes)",
+                    v.name,
+                    v.path.display(),
+                    v.actual,
+                    v.size,
+                    v.expected,
+                    v.expected_size
+                );
+            }
+            Err(e) => {
+                bad += 1;
+                println!("{name}  FAILED  {e}");
+            }
+        }
+    }
+    if bad > 0 {
+        anyhow::bail!("{bad} of {} models failed verification", names.len());
+    }
+    Ok(())
+}
+
+/// Every manifest's name, including models whose file no longer checks out (which
+/// `Store::list` skips).
+fn list_names(store: &Store) -> Result<Vec<String>> {
+    let dir = store.root().join("manifests");
+    let mut out = Vec::new();
+    let Ok(names) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    for n in names.flatten() {
+        let Ok(tags) = std::fs::read_dir(n.path()) else {
+            continue;
+        };
+        for t in tags.flatten() {
+            let p = t.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                if let (Some(name), Some(tag)) = (
+                    n.file_name().to_str(),
+                    p.file_stem().and_then(|s| s.to_str()),
+                ) {
+                    out.push(format!("{name}:{tag}"));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

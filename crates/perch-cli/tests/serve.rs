@@ -101,6 +101,21 @@ fn start_with(extra: &[&str]) -> Server {
     }
 }
 
+/// The exit status of `server` once it has exited, within `limit`.
+fn wait_exit(server: &mut Server, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(code) = server.child.try_wait().expect("wait") {
+            return code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "perch serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn official_python_clients_work_against_perch_serve() {
     let python = perch_fixtures::python();
@@ -172,17 +187,7 @@ fn sigterm_lets_a_running_stream_finish_then_exits() {
         lines.iter().any(|l| l == "data: [DONE]"),
         "the running stream was cut off: {lines:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(code) = server.child.try_wait().expect("wait") {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "perch serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut server, Duration::from_secs(30));
     assert!(code.success(), "exit status {code:?}");
     // New connections are refused once it has stopped.
     assert!(http(port, "GET", "/health", None).is_err());
@@ -245,4 +250,44 @@ fn structured_outputs_and_tool_calls_through_the_python_clients() {
         "structured_e2e.py failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+/// Fault: SIGTERM while the server is loaded with streams (more than `--parallel`, so some
+/// are still queued) lets every one of them finish with `[DONE]`, then exits with status 0.
+#[test]
+fn sigterm_under_load_drains_every_stream_and_exits_cleanly() {
+    let mut server = start_with(&["--shutdown-timeout", "60", "--parallel", "4"]);
+    let port = server.port;
+    let streamers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"model":"smol","messages":[{{"role":"user","content":"Say something about the number {i}."}}],"max_tokens":24,"temperature":0,"stream":true}}"#
+                );
+                http(port, "POST", "/v1/chat/completions", Some(&body))
+            })
+        })
+        .collect();
+    // Every stream is connected and at least one is producing tokens.
+    std::thread::sleep(Duration::from_millis(800));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    for (i, s) in streamers.into_iter().enumerate() {
+        let (code, body) = s.join().expect("streamer").expect("the stream reads");
+        assert_eq!(code, 200, "stream {i}: {body}");
+        assert!(
+            body.contains("data: [DONE]"),
+            "stream {i} was cut off: {body}"
+        );
+        assert!(
+            body.contains("\"finish_reason\":\"length\"")
+                || body.contains("\"finish_reason\":\"stop\"")
+        );
+    }
+    let code = wait_exit(&mut server, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(0), "exit status {code:?}");
+    assert!(http(port, "GET", "/health", None).is_err());
 }

@@ -22,16 +22,16 @@
 
 pub mod error;
 pub mod ftype;
-pub mod imatrix;
 pub mod hf;
+pub mod imatrix;
 pub mod llama2c;
 pub mod mix;
 pub mod quantize;
 
 pub use error::{ConvertError, Result};
 pub use ftype::FileType;
-pub use imatrix::{Imatrix, ImatrixData, ImatrixError};
 pub use hf::{ConvertProgress, ConvertReport, OutType, convert_hf};
+pub use imatrix::{Imatrix, ImatrixData, ImatrixError};
 pub use llama2c::convert_llama2c;
 pub use mix::{MixOptions, ModelFacts, TensorTypeRule};
 pub use quantize::{

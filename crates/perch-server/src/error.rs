@@ -92,6 +92,36 @@ impl ApiError {
         e
     }
 
+    /// 403: the API key's role does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "permission_error", message);
+        e.code = Some("insufficient_permissions");
+        e
+    }
+
+    /// 429 with `Retry-After`: the API key is over a rate limit. The shape is OpenAI's (its
+    /// type names the limit, `requests` or `tokens`).
+    pub fn rate_limited(e: &crate::auth::rate::Exceeded) -> ApiError {
+        use crate::auth::rate::Limit;
+        let (kind, what) = match e.limit {
+            Limit::Requests => ("requests", "requests per min (RPM)"),
+            Limit::Tokens => ("tokens", "tokens per min (TPM)"),
+        };
+        let secs = e.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            kind,
+            format!(
+                "rate limit reached for this API key on {what}: limit {}, used {}; \
+                 please try again in {secs}s",
+                e.max, e.used
+            ),
+        );
+        err.code = Some("rate_limit_exceeded");
+        err.retry_after = Some(secs);
+        err
+    }
+
     /// 404: no such model.
     pub fn model_not_found(name: &str) -> ApiError {
         let mut e = Self::new(

@@ -94,10 +94,24 @@ pub struct Running {
     submitted: Instant,
     last_token: Option<Instant>,
     done: bool,
+    /// Who asked: tokens are charged to their key's per-minute limit.
+    caller: Option<crate::auth::Caller>,
+    prompt_len: u64,
+    generated: u64,
+}
+
+impl Drop for Running {
+    /// Charge what was used (the whole prompt and the tokens so far), finished or not.
+    fn drop(&mut self) {
+        if let Some(c) = self.caller.take() {
+            c.charge(self.prompt_len + self.generated);
+        }
+    }
 }
 
 /// Submit `req` to the slot's model.
 pub fn start(state: &AppState, slot: Slot, req: GenerationRequest) -> Result<Running, ApiError> {
+    let prompt_len = req.prompt.len() as u64;
     let rx = slot
         .model()
         .chat
@@ -111,6 +125,9 @@ pub fn start(state: &AppState, slot: Slot, req: GenerationRequest) -> Result<Run
         submitted: Instant::now(),
         last_token: None,
         done: false,
+        caller: crate::auth::caller(),
+        prompt_len,
+        generated: 0,
     })
 }
 
@@ -134,9 +151,11 @@ impl Running {
                     Some(t) => self.metrics.record_inter_token(now - t),
                 }
                 self.last_token = Some(now);
+                self.generated += 1;
             }
             Some(Event::Done { finish, usage, .. }) => {
                 self.done = true;
+                self.generated = usage.completion_tokens as u64;
                 self.metrics.record_generation(
                     &self.slot.model().name,
                     usage.prompt_tokens,
@@ -270,13 +289,39 @@ pub struct Launch {
     pub grammar: Option<perch_grammar::Grammar>,
 }
 
-/// Submit `n` generations of `prompt`, each taking a queue slot.
+/// Submit `n` generations of `prompt`, each taking a queue slot. The server's limits on the
+/// prompt's length and `max_tokens` apply here.
 pub fn launch(
     state: &AppState,
     model: &Arc<LoadedModel>,
     prompt: &[u32],
     l: &Launch,
 ) -> Result<Vec<Running>, ApiError> {
+    let cfg = &state.config;
+    if let Some(max) = cfg.max_prompt_tokens.filter(|&m| prompt.len() > m) {
+        let mut e = ApiError::invalid_param(
+            "messages",
+            format!(
+                "the prompt has {} tokens; this server accepts at most {max} (--max-prompt-tokens)",
+                prompt.len()
+            ),
+        );
+        e.code = Some("context_length_exceeded");
+        return Err(e);
+    }
+    let max_tokens = match (l.max_tokens, cfg.max_tokens_limit) {
+        (Some(n), Some(lim)) if n > lim => {
+            return Err(ApiError::invalid_param(
+                "max_tokens",
+                format!(
+                    "`max_tokens` is {n}; this server allows at most {lim} (--max-tokens-limit)"
+                ),
+            ));
+        }
+        (Some(n), _) => n,
+        (None, Some(lim)) => lim.min(model.chat.n_ctx()),
+        (None, None) => model.chat.n_ctx(),
+    };
     let mut runs = Vec::with_capacity(l.n);
     let vocab = l
         .grammar
@@ -289,7 +334,7 @@ pub fn launch(
         let req = GenerationRequest {
             prompt: prompt.to_vec(),
             sampling,
-            max_tokens: l.max_tokens.unwrap_or(model.chat.n_ctx()),
+            max_tokens,
             stop: l.stop.clone(),
             ignore_eos: false,
             logprobs: l.logprobs,

@@ -12,8 +12,9 @@
 //! Pieces: [`error`] (the API error and JSON extractors whose rejections are API errors),
 //! [`state`] (settings, the model registry with lazy loading, LRU and keep-alive),
 //! [`generation`] (what both APIs share), [`openai`], [`ollama`], [`embeddings`] (both APIs'
-//! embedding routes with request batching), [`stream`] (SSE and NDJSON framing), [`metrics`]
-//! and [`middleware`] (request ids, tracing spans, auth), [`structured`] (response formats and
+//! embedding routes with request batching), [`stream`] (SSE and NDJSON framing), [`metrics`],
+//! [`middleware`] (request ids, tracing spans), [`auth`] (API keys and roles, the route table,
+//! rate limits, the audit log), [`tls`] (rustls), [`structured`] (response formats and
 //! grammars as decoding constraints), [`tools`] (tool calling: prompts, forced-call grammars,
 //! parsing calls out of the output) and [`ui`] (the chat page at `/`).
 //!
@@ -21,6 +22,7 @@
 //! `tower::ServiceExt::oneshot`; [`serve`] binds it and shuts down gracefully.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod embeddings;
 pub mod error;
 pub mod generation;
@@ -31,10 +33,12 @@ pub mod openai;
 pub mod state;
 pub mod stream;
 pub mod structured;
+pub mod tls;
 pub mod tools;
 pub mod ui;
+pub mod validate;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -143,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::auth,
+            auth::guard,
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit));
     let app = match cors(&state.config.cors_origins) {
@@ -171,22 +175,41 @@ pub async fn serve(
         return Err(ServeError::Config("no model given (use --model)".into()));
     }
     let timeout = config.shutdown_timeout;
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(tls::server_config(files).map_err(|e| ServeError::Config(e.to_string()))?)
+        }
+        None => None,
+    };
     let state = AppState::new(config);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, "listening");
+    tracing::info!(%local, tls = tls.is_some(), "listening");
     // Keep-alive: unload idle models.
     let reaper = state
         .registry
         .spawn_reaper(std::time::Duration::from_secs(1));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state.clone());
+    // Connection info gives the audit log the client's address.
+    let app = router(state.clone()).into_make_service_with_connect_info::<tls::Remote>();
     let mut stop_rx2 = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stopped = async move {
         let _ = stop_rx2.wait_for(|s| *s).await;
-    });
+    };
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some(cfg) => Box::pin(
+            axum::serve(tls::TlsListener::new(listener, cfg)?, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; letting running requests finish");
@@ -196,7 +219,7 @@ pub async fn serve(
         let state = state.clone();
         async move { state.load_default().await }
     };
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     let load_result = loader.await;
     if let Err(e) = load_result {
         reaper.abort();

@@ -1,15 +1,14 @@
-//! Request middleware: a request id and tracing span per request with the request metrics,
-//! and API-key authentication.
+//! Request middleware: a request id and tracing span per request with the request metrics.
+//! Authentication is [`crate::auth::guard`].
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tracing::Instrument;
 
-use crate::error::ApiError;
 use crate::generation::new_id;
 use crate::state::AppState;
 
@@ -56,59 +55,4 @@ pub async fn trace(State(state): State<AppState>, req: Request, next: Next) -> R
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     resp
-}
-
-/// Constant-time equality, so the key cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Require `Authorization: Bearer KEY` when the server has a key, on every route but
-/// `/health`, `GET /` (the chat page, which then asks for the key) and CORS preflights, which
-/// browsers send without credentials.
-pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(key) = state.config.api_key.as_deref() else {
-        return next.run(req).await;
-    };
-    if req.uri().path() == "/health"
-        || req.method() == Method::OPTIONS
-        || (req.uri().path() == "/" && req.method() == Method::GET)
-    {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let err = match given {
-        None => ApiError::unauthorized("missing API key: send it as `Authorization: Bearer KEY`"),
-        Some(g) if same(g.as_bytes(), key.as_bytes()) => return next.run(req).await,
-        Some(_) => ApiError::unauthorized("invalid API key"),
-    };
-    tracing::warn!(path = %req.uri().path(), "authentication failed");
-    if req.uri().path().starts_with("/api/") {
-        crate::error::Ollama(err).into_response()
-    } else {
-        err.into_response()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same;
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-    }
 }

@@ -154,8 +154,15 @@ pub struct ServerConfig {
     pub models: Vec<ModelSpec>,
     /// How models are loaded (context size, parallel sequences, KV memory, threads).
     pub load: LoadOptions,
-    /// Bearer key required on every route but `/health`.
-    pub api_key: Option<String>,
+    /// API keys, roles, rate limits and the audit log (no keys: open).
+    pub access: crate::auth::AccessControl,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Largest `max_tokens` (or `num_predict`) a request may ask for; requests that ask for
+    /// none are capped at it.
+    pub max_tokens_limit: Option<usize>,
+    /// Longest prompt in tokens.
+    pub max_prompt_tokens: Option<usize>,
     /// Origins allowed by CORS (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
     /// Most models loaded at once.
@@ -182,7 +189,10 @@ impl Default for ServerConfig {
         ServerConfig {
             models: Vec::new(),
             load: LoadOptions::default(),
-            api_key: None,
+            access: crate::auth::AccessControl::default(),
+            tls: None,
+            max_tokens_limit: None,
+            max_prompt_tokens: None,
             cors_origins: Vec::new(),
             max_loaded: 1,
             keep_alive: Duration::from_secs(300),

@@ -289,7 +289,7 @@ async fn bad_requests_get_the_right_status_and_error_object() {
 #[tokio::test]
 async fn the_api_key_guards_everything_but_health() {
     let mut cfg = config();
-    cfg.api_key = Some("s3cret".into());
+    cfg.access = perch_server::auth::AccessControl::single_key("s3cret");
     let (app, _) = app_with(cfg).await;
     let (status, headers, body) = send(&app, get("/v1/models")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -393,7 +393,7 @@ async fn cors_is_off_unless_an_origin_is_allowed() {
 
     let mut cfg = config();
     cfg.cors_origins = vec!["http://example.test".into()];
-    cfg.api_key = Some("k".into());
+    cfg.access = perch_server::auth::AccessControl::single_key("k");
     let (app, _) = app_with(cfg).await;
     let (status, headers, _) = send(&app, preflight()).await;
     assert!(status.is_success(), "{status}");

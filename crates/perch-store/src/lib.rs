@@ -82,6 +82,21 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// The model's file is not the size it had when it was imported.
+    #[error(
+        "model `{name}`: its file {path} has {actual} bytes but had {expected} when it was \
+         imported; it was changed or truncated (re-import it; `perch verify` checks the sha256)"
+    )]
+    SizeChanged {
+        /// The model.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The size in the manifest.
+        expected: u64,
+        /// The size now.
+        actual: u64,
+    },
     /// A file operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -334,10 +349,21 @@ impl Store {
             Source::Blob => self.blob_path(&manifest.sha256),
             Source::Path(p) => p.clone(),
         };
-        if !file.is_file() {
-            return Err(StoreError::MissingBlob {
+        let actual = match fs::metadata(&file) {
+            Ok(m) if m.is_file() => m.len(),
+            _ => {
+                return Err(StoreError::MissingBlob {
+                    name: n.to_string(),
+                    path: file,
+                });
+            }
+        };
+        if actual != manifest.size {
+            return Err(StoreError::SizeChanged {
                 name: n.to_string(),
                 path: file,
+                expected: manifest.size,
+                actual,
             });
         }
         Ok(Entry {
@@ -459,8 +485,10 @@ impl Store {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("writing", &dir))?;
-        tmp.write_all(&text).map_err(io_err("writing", &path))?;
+        let mut tmp = partial_file(&dir)?;
+        tmp.as_file_mut()
+            .write_all(&text)
+            .map_err(io_err("writing", &path))?;
         tmp.as_file().sync_all().map_err(io_err("writing", &path))?;
         tmp.persist(&path).map_err(|e| StoreError::Io {
             what: "writing",
@@ -536,6 +564,70 @@ impl Store {
         Ok(())
     }
 
+    /// Check `name`'s file against the sha256 in its manifest (reading the whole file).
+    pub fn verify(&self, name: &str) -> Result<Verified, StoreError> {
+        let n = ModelName::parse(name)?;
+        let (_, manifest) = self.read_manifest(&n)?;
+        let path = match &manifest.source {
+            Source::Blob => self.blob_path(&manifest.sha256),
+            Source::Path(p) => p.clone(),
+        };
+        let (actual, size) = match hash_file(&path) {
+            Ok(h) => h,
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob {
+                    name: n.to_string(),
+                    path,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Verified {
+            name: n.to_string(),
+            path,
+            ok: actual == manifest.sha256 && size == manifest.size,
+            expected: manifest.sha256,
+            actual,
+            expected_size: manifest.size,
+            size,
+        })
+    }
+
+    /// Remove the temporary files of writes that never finished (a killed import, create or
+    /// copy) and were last modified more than `min_age` ago; returns what was removed.
+    /// They are never visible as models: blobs are looked up by their full hash name and
+    /// manifests by `<tag>.json`.
+    pub fn sweep_partials(&self, min_age: std::time::Duration) -> Result<Vec<PathBuf>, StoreError> {
+        let mut dirs = vec![self.root.join("blobs")];
+        if let Ok(names) = fs::read_dir(self.root.join("manifests")) {
+            dirs.extend(names.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        let mut removed = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let is_partial = e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(PARTIAL_PREFIX));
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= min_age);
+                if is_partial && old {
+                    let p = e.path();
+                    fs::remove_file(&p).map_err(io_err("removing", &p))?;
+                    removed.push(p);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Resolve a `--model` argument: an existing file is used as it is; otherwise it is a
     /// store name.
     pub fn resolve(&self, arg: &str) -> Result<Option<Entry>, StoreError> {
@@ -553,6 +645,35 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The model.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// Whether the file's sha256 and size match the manifest.
+    pub ok: bool,
+    /// The sha256 in the manifest.
+    pub expected: String,
+    /// The file's sha256.
+    pub actual: String,
+    /// The size in the manifest.
+    pub expected_size: u64,
+    /// The file's size.
+    pub size: u64,
+}
+
+/// The name prefix of files being written (renamed into place when complete).
+pub const PARTIAL_PREFIX: &str = ".partial-";
+
+fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile, StoreError> {
+    tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .tempfile_in(dir)
+        .map_err(io_err("writing in", dir))
+}
+
 /// Seconds since the Unix epoch (a manifest's `created`).
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -566,7 +687,7 @@ fn copy_hashing(
     dir: &Path,
 ) -> Result<(tempfile::NamedTempFile, String, u64), StoreError> {
     let mut src = File::open(file).map_err(io_err("opening", file))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("writing", dir))?;
+    let mut tmp = partial_file(dir)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -576,7 +697,9 @@ fn copy_hashing(
             break;
         }
         h.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(io_err("writing", dir))?;
+        tmp.as_file_mut()
+            .write_all(&buf[..n])
+            .map_err(io_err("writing", dir))?;
         size += n as u64;
     }
     tmp.as_file().sync_all().map_err(io_err("writing", dir))?;

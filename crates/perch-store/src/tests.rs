@@ -205,3 +205,87 @@ fn resolve_prefers_existing_files() {
     assert!(store.resolve("named").unwrap().is_some());
     assert!(store.resolve("unknown").is_err());
 }
+
+/// What a kill in the middle of an import or a manifest write leaves behind: partial files
+/// under their temporary names. They are never listed or found as models, and
+/// `sweep_partials` removes them (only once they are old enough not to be a live write).
+#[test]
+fn leftovers_of_a_killed_write_are_invisible_and_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::at(dir.path().join("store"));
+    let src = tiny_gguf(dir.path(), "m.gguf", "llama");
+    store.import(&src, "good", true).unwrap();
+    let blobs = store.root().join("blobs");
+    let mdir = store.root().join("manifests").join("half");
+    fs::create_dir_all(&mdir).unwrap();
+    // A half-copied blob and a half-written manifest, as tempfile names them.
+    fs::write(
+        blobs.join(format!("{PARTIAL_PREFIX}a1b2c3")),
+        b"GGUF\x03\0\0\0 half",
+    )
+    .unwrap();
+    fs::write(
+        mdir.join(format!("{PARTIAL_PREFIX}x9")),
+        b"{\"source\": \"bl",
+    )
+    .unwrap();
+    let names: Vec<String> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(names, ["good:latest"]);
+    assert!(matches!(store.get("half"), Err(StoreError::NotFound(_))));
+    // Fresh partials may belong to a running write: kept.
+    assert!(
+        store
+            .sweep_partials(std::time::Duration::from_secs(60))
+            .unwrap()
+            .is_empty()
+    );
+    let removed = store.sweep_partials(std::time::Duration::ZERO).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(
+        !files_in(&blobs)
+            .iter()
+            .any(|f| f.starts_with(PARTIAL_PREFIX))
+    );
+    assert!(store.get("good").is_ok());
+}
+
+#[test]
+fn a_changed_or_truncated_file_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::at(dir.path().join("store"));
+    let src = tiny_gguf(dir.path(), "m.gguf", "llama");
+    let e = store.import(&src, "m", true).unwrap();
+    let v = store.verify("m").unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.actual, e.manifest.sha256);
+
+    // Same size, one byte flipped: only the hash sees it.
+    let mut bytes = fs::read(&e.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&e.path, &bytes).unwrap();
+    assert!(store.get("m").is_ok());
+    let v = store.verify("m").unwrap();
+    assert!(!v.ok);
+    assert_ne!(v.actual, v.expected);
+
+    // Truncated: the size check on every lookup sees it.
+    fs::write(&e.path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = store.get("m").unwrap_err();
+    assert!(matches!(err, StoreError::SizeChanged { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("truncated") && msg.contains(&bytes.len().to_string()),
+        "{msg}"
+    );
+    fs::remove_file(&e.path).unwrap();
+    assert!(matches!(
+        store.verify("m"),
+        Err(StoreError::MissingBlob { .. })
+    ));
+}

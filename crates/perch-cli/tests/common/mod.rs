@@ -36,3 +36,24 @@ pub fn assert_one_line_error(args: &[&str], expect: &str) {
     assert!(err.starts_with("perch: "), "{err}");
     assert!(err.contains(expect), "{err:?} should mention {expect:?}");
 }
+
+/// Runs `perch` with `args` on the model store at `home`.
+pub fn perch_in(home: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perch"))
+        .args(args)
+        .env("PERCH_HOME", home)
+        .env("PERCH_LOG", "error")
+        .output()
+        .expect("perch runs")
+}
+
+/// Standard output of `perch args` on the store at `home`, which must succeed.
+pub fn ok_in(home: &std::path::Path, args: &[&str]) -> String {
+    let out = perch_in(home, args);
+    assert!(
+        out.status.success(),
+        "perch {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

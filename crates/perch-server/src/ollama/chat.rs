@@ -247,6 +247,12 @@ fn apply_keep_alive(model: &LoadedModel, ka: Option<&KeepAlive>) -> Result<bool,
         Some(d) => crate::state::KeepAlive::For(d),
         None => crate::state::KeepAlive::Forever,
     };
+    // Unloading is an admin action: an inference key must not evict everyone's model.
+    if policy == crate::state::KeepAlive::For(Duration::ZERO) && !crate::auth::may_administer() {
+        return Err(ApiError::forbidden(
+            "unloading a model (`keep_alive: 0`) needs an API key with the `admin` role",
+        ));
+    }
     model.set_keep_alive(policy);
     // The reaper unloads it once idle; zero means as soon as this request is done.
     Ok(policy == crate::state::KeepAlive::For(Duration::ZERO))
@@ -580,6 +586,32 @@ pub async fn chat(
         family,
     )
     .await?)
+}
+
+/// What [`generate`] checks of a body before it needs a model (for [`crate::validate`]).
+pub(crate) fn precheck_generate(req: &GenerateRequest) -> Result<(), ApiError> {
+    plan(req.options.as_ref(), &ModelDefaults::default())?;
+    if let Some(k) = &req.keep_alive {
+        k.duration()?;
+    }
+    Ok(())
+}
+
+/// What [`chat`] checks of a body before it needs a model (for [`crate::validate`]).
+pub(crate) fn precheck_chat(req: &ChatRequest) -> Result<(), ApiError> {
+    plan(req.options.as_ref(), &ModelDefaults::default())?;
+    if let Some(k) = &req.keep_alive {
+        k.duration()?;
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !["system", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(ApiError::invalid_param(
+                format!("messages[{i}].role"),
+                "unknown role",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! routes. Streams are NDJSON (one JSON object per line), the default as in Ollama.
 
 mod blobs;
-mod chat;
+pub(crate) mod chat;
 mod info;
 pub mod pull;
 mod store;
