@@ -191,7 +191,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         store: Some(store),
         ui: !args.no_ui,
-        ..ServerConfig::default()
     };
     let addr = SocketAddr::new(args.host, args.port);
     let ui = config.ui;
