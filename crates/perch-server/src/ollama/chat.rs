@@ -547,21 +547,7 @@ pub async fn chat(
         Some(t) => t.grammar()?,
         None => format_grammar,
     };
-    let input = match &tools {
-        None => PromptInput::Chat(messages),
-        Some(t) => {
-            if t.family == Family::Generic {
-                tools::generic_messages(&mut messages);
-            }
-            if let Some(text) = t.instructions() {
-                add_to_system(&mut messages, &text);
-            }
-            match t.template_tools() {
-                Some(defs) => PromptInput::ChatTools(messages, defs),
-                None => PromptInput::Chat(messages),
-            }
-        }
-    };
+    let input = tools::prompt_input(tools.as_ref(), messages);
     let ids = match (req.template.filter(|t| !t.is_empty()), input) {
         // A request's own template renders the messages (tools, if any, are described in
         // the system message).

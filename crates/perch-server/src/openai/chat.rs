@@ -13,14 +13,12 @@ use serde_json::{Value, json};
 use super::types::{ChatRequest, Stop, check_bias, messages_to_template, reject_unsupported};
 use super::{FINGERPRINT, usage, usage_json};
 use crate::error::{ApiError, ApiJson};
-use crate::generation::{
-    Launch, PromptInput, finish_name, launch, new_id, token_piece, tokenize, unix_now,
-};
+use crate::generation::{Launch, finish_name, launch, new_id, token_piece, tokenize, unix_now};
 use crate::state::{AppState, LoadedModel};
 use crate::stream::{chunks, sse};
 use crate::structured::{self, add_to_system};
 use crate::tools::parse::{Parsed, parse};
-use crate::tools::{self, Family, ToolPlan};
+use crate::tools::{self, ToolPlan};
 
 /// One token's entry in a chat `logprobs.content` list.
 fn logprob_entry(model: &LoadedModel, lp: &Logprobs) -> Value {
@@ -78,21 +76,7 @@ pub async fn chat_completions(
         Some(t) => t.grammar()?,
         None => format_grammar,
     };
-    let input = match &tools {
-        None => PromptInput::Chat(messages),
-        Some(t) => {
-            if t.family == Family::Generic {
-                tools::generic_messages(&mut messages);
-            }
-            if let Some(text) = t.instructions() {
-                add_to_system(&mut messages, &text);
-            }
-            match t.template_tools() {
-                Some(defs) => PromptInput::ChatTools(messages, defs),
-                None => PromptInput::Chat(messages),
-            }
-        }
-    };
+    let input = tools::prompt_input(tools.as_ref(), messages);
     let prompt = tokenize(&model, input).await?;
     let runs = launch(
         &state,

@@ -420,6 +420,29 @@ impl ToolPlan {
     }
 }
 
+/// The prompt for `messages` with `tools` (when any): the generic format's message
+/// rewriting, the tool instructions in the system message, and the tool definitions passed
+/// to the chat template when its family takes them.
+pub fn prompt_input(
+    tools: Option<&ToolPlan>,
+    mut messages: Vec<Value>,
+) -> crate::generation::PromptInput {
+    use crate::generation::PromptInput;
+    let Some(t) = tools else {
+        return PromptInput::Chat(messages);
+    };
+    if t.family == Family::Generic {
+        generic_messages(&mut messages);
+    }
+    if let Some(text) = t.instructions() {
+        crate::structured::add_to_system(&mut messages, &text);
+    }
+    match t.template_tools() {
+        Some(defs) => PromptInput::ChatTools(messages, defs),
+        None => PromptInput::Chat(messages),
+    }
+}
+
 /// Rewrite messages for the generic format, whose template knows nothing of tools: an
 /// assistant message's calls become its content in the generic JSON, and a tool result is
 /// shown as a `tool_response`.
