@@ -40,7 +40,7 @@ pub async fn chat_completions(
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     reject_unsupported(req.functions.as_ref())?;
-    let format = structured::from_openai(req.response_format.as_ref(), &req.guided())?;
+    let format = structured::from_openai(req.response_format.as_ref(), &req.guided)?;
     // A bad schema or grammar is a 400 before any work.
     let format_grammar = format.as_ref().map(|f| f.compile()).transpose()?;
     let spec = state.registry.spec(req.model.as_deref())?;

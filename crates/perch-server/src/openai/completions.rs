@@ -47,7 +47,7 @@ pub async fn completions(
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     // A bad schema or grammar is a 400 before any work.
-    let grammar = crate::structured::from_openai(req.response_format.as_ref(), &req.guided())?
+    let grammar = crate::structured::from_openai(req.response_format.as_ref(), &req.guided)?
         .map(|f| f.compile())
         .transpose()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {

@@ -234,24 +234,6 @@ pub fn reject_unsupported(functions: Option<&Value>) -> Result<(), ApiError> {
 }
 
 /// `guided()`: the structured-output extension fields (llama.cpp's server, vLLM) of a body.
-macro_rules! guided {
-    ($t:ty) => {
-        impl $t {
-            /// The structured-output extension fields.
-            pub fn guided(&self) -> GuidedFields {
-                GuidedFields {
-                    grammar: self.grammar.clone(),
-                    json_schema: self.json_schema.clone(),
-                    guided_json: self.guided_json.clone(),
-                    guided_regex: self.guided_regex.clone(),
-                    guided_choice: self.guided_choice.clone(),
-                    guided_grammar: self.guided_grammar.clone(),
-                }
-            }
-        }
-    };
-}
-
 /// A content part.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Part {
@@ -446,28 +428,11 @@ pub struct ChatRequest {
     /// Legacy functions (refused: use `tools`).
     #[serde(default)]
     pub functions: Option<Value>,
-    /// GBNF grammar (llama.cpp extension).
-    #[serde(default)]
-    pub grammar: Option<String>,
-    /// JSON schema (llama.cpp extension).
-    #[serde(default)]
-    pub json_schema: Option<Value>,
-    /// JSON schema (vLLM extension).
-    #[serde(default)]
-    pub guided_json: Option<Value>,
-    /// Regular expression (vLLM extension).
-    #[serde(default)]
-    pub guided_regex: Option<String>,
-    /// Choices (vLLM extension).
-    #[serde(default)]
-    pub guided_choice: Option<Vec<String>>,
-    /// GBNF grammar (vLLM extension's name).
-    #[serde(default)]
-    pub guided_grammar: Option<String>,
+    /// The structured-output extensions (llama.cpp's `grammar`, `json_schema`; vLLM's
+    /// `guided_*`).
+    #[serde(flatten)]
+    pub guided: GuidedFields,
 }
-
-guided!(ChatRequest);
-guided!(CompletionRequest);
 
 impl ChatRequest {
     /// The shared fields.
@@ -596,24 +561,10 @@ pub struct CompletionRequest {
     /// Structured outputs: `text`, `json_object` or `json_schema`.
     #[serde(default)]
     pub response_format: Option<Value>,
-    /// GBNF grammar (llama.cpp extension).
-    #[serde(default)]
-    pub grammar: Option<String>,
-    /// JSON schema (llama.cpp extension).
-    #[serde(default)]
-    pub json_schema: Option<Value>,
-    /// JSON schema (vLLM extension).
-    #[serde(default)]
-    pub guided_json: Option<Value>,
-    /// Regular expression (vLLM extension).
-    #[serde(default)]
-    pub guided_regex: Option<String>,
-    /// Choices (vLLM extension).
-    #[serde(default)]
-    pub guided_choice: Option<Vec<String>>,
-    /// GBNF grammar (vLLM extension's name).
-    #[serde(default)]
-    pub guided_grammar: Option<String>,
+    /// The structured-output extensions (llama.cpp's `grammar`, `json_schema`; vLLM's
+    /// `guided_*`).
+    #[serde(flatten)]
+    pub guided: GuidedFields,
 }
 
 impl CompletionRequest {

@@ -99,7 +99,7 @@ proptest! {
         check((|| {
             let req: ChatRequest = parse_json(&bytes)?;
             reject_unsupported(req.functions.as_ref())?;
-            if let Some(f) = crate::structured::from_openai(req.response_format.as_ref(), &req.guided())? {
+            if let Some(f) = crate::structured::from_openai(req.response_format.as_ref(), &req.guided)? {
                 f.compile()?;
             }
             crate::tools::plan(req.tools.as_ref(), req.tool_choice.as_ref(), req.parallel_tool_calls, "")?;
