@@ -171,7 +171,10 @@ fn chart(model: &Path, rows: &[Row]) -> Result<String> {
             chart::BarPanel {
                 title: (*test).to_string(),
                 y_label: "tokens/s".into(),
-                groups: rs.iter().map(|r| format!("{} threads", r.threads)).collect(),
+                groups: rs
+                    .iter()
+                    .map(|r| format!("{} threads", r.threads))
+                    .collect(),
                 series,
                 rules: Vec::new(),
             }

@@ -93,12 +93,10 @@ fn panels<T>(
     let mut svg = String::new();
     {
         let n = items.len().max(1);
-        let root = SVGBackend::with_string(&mut svg, (panel_width * n as u32, height))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (panel_width * n as u32, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let root = root
-            .titled(title, ("sans-serif", 18))
-            .map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 18)).map_err(err)?;
         for (area, item) in root.split_evenly((1, n)).iter().zip(items) {
             draw(area, item)?;
         }
@@ -168,7 +166,11 @@ pub fn bars(title: &str, items: &[BarPanel]) -> Result<String> {
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
         for (ri, (name, v)) in p.rules.iter().enumerate() {
-            let c = if ri % 2 == 0 { RED } else { RGBColor(150, 0, 0) };
+            let c = if ri % 2 == 0 {
+                RED
+            } else {
+                RGBColor(150, 0, 0)
+            };
             chart
                 .draw_series(DashedLineSeries::new(
                     [(-0.5, *v), (n as f64 - 0.5, *v)],
@@ -240,8 +242,12 @@ pub fn lines(title: &str, items: &[LinePanel]) -> Result<String> {
                 chart.draw_series(LineSeries::new(l.points.iter().copied(), style))
             }
             .map_err(err)?;
+            // A dashed line's swatch is two dashes.
+            let gap = if l.dashed { (5, 9) } else { (14, 14) };
             anno.label(&l.name).legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2))
+                EmptyElement::at((x, y))
+                    + PathElement::new([(0, 0), (gap.0, 0)], c.stroke_width(2))
+                    + PathElement::new([(gap.1, 0), (14, 0)], c.stroke_width(2))
             });
             if !l.dashed {
                 chart

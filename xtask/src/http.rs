@@ -38,7 +38,6 @@ pub fn pct(v: &mut [f64]) -> Percentiles {
     }
 }
 
-
 /// One HTTP/1.1 request; the response's status and a reader over its (de-chunked) body.
 pub fn send(url: &Hostport, method: &str, path: &str, body: &str) -> Result<(u16, ChunkedReader)> {
     let mut s = TcpStream::connect((url.host.as_str(), url.port))?;
@@ -149,7 +148,6 @@ pub fn parse_url(url: &str) -> Result<Hostport> {
         port: port.parse().context("bad port")?,
     })
 }
-
 
 /// A child process killed (and reaped) when dropped.
 pub struct Spawned(pub Child);
@@ -291,8 +289,10 @@ pub fn start_server(
     log: PathBuf,
     timeout: Duration,
 ) -> Result<Server> {
-    let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    cmd.stdout(Stdio::from(file.try_clone()?)).stderr(Stdio::from(file));
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file));
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {what} ({:?})", cmd.get_program()))?;

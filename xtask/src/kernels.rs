@@ -231,12 +231,20 @@ fn run_criterion(
     let root = perch_fixtures::workspace_root();
     let log = tempfile::NamedTempFile::new().context("creating a log file")?;
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["bench", "--quiet", "-p", "perch-quant", "--bench", "kernels", "--"])
-        .args(["--noplot", filter])
-        .env("PERCH_BENCH_TYPES", types)
-        .current_dir(&root)
-        .stdout(Stdio::piped())
-        .stderr(log.reopen()?);
+    cmd.args([
+        "bench",
+        "--quiet",
+        "-p",
+        "perch-quant",
+        "--bench",
+        "kernels",
+        "--",
+    ])
+    .args(["--noplot", filter])
+    .env("PERCH_BENCH_TYPES", types)
+    .current_dir(&root)
+    .stdout(Stdio::piped())
+    .stderr(log.reopen()?);
     if let Some(t) = c.measurement_time {
         cmd.args(["--measurement-time", &t.to_string()]);
     }
@@ -428,7 +436,13 @@ fn memory_line(memory: &BTreeMap<usize, Rate>) -> String {
     }
     let parts: Vec<String> = memory
         .iter()
-        .map(|(t, r)| format!("{:.1} GB/s on {t} thread{}", r.gb_s, if *t == 1 { "" } else { "s" }))
+        .map(|(t, r)| {
+            format!(
+                "{:.1} GB/s on {t} thread{}",
+                r.gb_s,
+                if *t == 1 { "" } else { "s" }
+            )
+        })
         .collect();
     format!("Memory read bandwidth (`mem/read`): {}.", parts.join(", "))
 }
@@ -451,16 +465,20 @@ fn markdown(rows: &[Row], memory: &BTreeMap<usize, Rate>, simd: &str) -> String 
                 r.ty
             ));
         }
-        let perch = r.perch.as_ref().map_or("-".to_string(), |p| match (p.low, p.high) {
-            (Some(lo), Some(hi)) => format!("{:.2} [{lo:.2}, {hi:.2}]", p.gb_s),
-            _ => format!("{:.2}", p.gb_s),
-        });
+        let perch = r
+            .perch
+            .as_ref()
+            .map_or("-".to_string(), |p| match (p.low, p.high) {
+                (Some(lo), Some(hi)) => format!("{:.2} [{lo:.2}, {hi:.2}]", p.gb_s),
+                _ => format!("{:.2}", p.gb_s),
+            });
         s.push_str(&format!(
             "| {} | {perch} | {} | {} | {} |\n",
             r.test,
             f(r.ggml, 2),
             f(r.ratio, 2),
-            r.of_memory.map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
+            r.of_memory
+                .map_or("-".into(), |m| format!("{:.0}%", m * 100.0)),
         ));
     }
     s
@@ -469,14 +487,21 @@ fn markdown(rows: &[Row], memory: &BTreeMap<usize, Rate>, simd: &str) -> String 
 /// Two panels: the in-cache dot product, and matrix × vector on 1 and 2 threads against the
 /// memory read bandwidth.
 fn kernels_chart(types: &[String], rows: &[Row], memory: &BTreeMap<usize, Rate>) -> Result<String> {
-    let find = |ty: &str, pred: &dyn Fn(&str) -> bool| rows.iter().find(|r| r.ty == ty && pred(&r.test));
+    let find =
+        |ty: &str, pred: &dyn Fn(&str) -> bool| rows.iter().find(|r| r.ty == ty && pred(&r.test));
     let peer = rows.iter().any(|r| r.ggml.is_some());
     let series = |name: &str, pred: &dyn Fn(&str) -> bool, ggml: bool| chart::Bars {
         name: name.to_string(),
         values: types
             .iter()
             .map(|ty| {
-                find(ty, pred).and_then(|r| if ggml { r.ggml } else { r.perch.as_ref().map(|p| p.gb_s) })
+                find(ty, pred).and_then(|r| {
+                    if ggml {
+                        r.ggml
+                    } else {
+                        r.perch.as_ref().map(|p| p.gb_s)
+                    }
+                })
             })
             .collect(),
     };
@@ -585,7 +610,12 @@ pub fn kernels(args: KernelsArgs) -> Result<()> {
         "memory_read_gb_s": perch.memory,
         "rows": rows,
     });
-    crate::results::save("kernels", &json, &md, &kernels_chart(&types, &rows, &perch.memory)?)?;
+    crate::results::save(
+        "kernels",
+        &json,
+        &md,
+        &kernels_chart(&types, &rows, &perch.memory)?,
+    )?;
     Ok(())
 }
 
@@ -597,7 +627,10 @@ pub fn bandwidth(args: BandwidthArgs) -> Result<()> {
     run_criterion("none", "^mem/read/", &args.criterion, &bar, &mut m)?;
     bar.finish_and_clear();
     if m.memory.is_empty() {
-        bail!("criterion left no mem/read results in {}", criterion_dir().display());
+        bail!(
+            "criterion left no mem/read results in {}",
+            criterion_dir().display()
+        );
     }
     let mut md = String::from(
         "Memory read bandwidth (perch-quant's `mem/read` bench: a SIMD sum over 256 MiB), \
@@ -613,7 +646,11 @@ pub fn bandwidth(args: BandwidthArgs) -> Result<()> {
         ));
     }
     println!("{md}");
-    let groups: Vec<String> = m.memory.keys().map(|t| format!("{t} thread{}", if *t == 1 { "" } else { "s" })).collect();
+    let groups: Vec<String> = m
+        .memory
+        .keys()
+        .map(|t| format!("{t} thread{}", if *t == 1 { "" } else { "s" }))
+        .collect();
     let svg = chart::bars(
         "Memory read bandwidth",
         &[chart::BarPanel {
@@ -661,12 +698,17 @@ mod tests {
             throughput: None,
         };
         match classify(&b("dot/q4_0", Some("l1-cpu"), None)) {
-            Some(Id::Kernel { ty, test }) => assert_eq!((ty.as_str(), test.as_str()), ("q4_0", "dot/l1-cpu")),
+            Some(Id::Kernel { ty, test }) => {
+                assert_eq!((ty.as_str(), test.as_str()), ("q4_0", "dot/l1-cpu"))
+            }
             _ => panic!("dot not classified"),
         }
         match classify(&b("matvec/q8_0", Some("1920x4096"), Some("2t"))) {
             Some(Id::Kernel { ty, test }) => {
-                assert_eq!((ty.as_str(), test.as_str()), ("q8_0", "matvec/1920x4096/2t"))
+                assert_eq!(
+                    (ty.as_str(), test.as_str()),
+                    ("q8_0", "matvec/1920x4096/2t")
+                )
             }
             _ => panic!("matvec not classified"),
         }
@@ -738,8 +780,12 @@ mod tests {
         assert!((r.low.unwrap() - 1e6 / 60000.0).abs() < 1e-9);
         // Results older than the run are ignored.
         let mut c = Criterion::default();
-        read_criterion(dir.path(), SystemTime::now() + std::time::Duration::from_secs(5), &mut c)
-            .unwrap();
+        read_criterion(
+            dir.path(),
+            SystemTime::now() + std::time::Duration::from_secs(5),
+            &mut c,
+        )
+        .unwrap();
         assert!(c.kernels.is_empty());
     }
 }

@@ -365,13 +365,17 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             a.gen_tokens
         );
     }
-    let home = tempfile::Builder::new().prefix("perch-bench-serve").tempdir()?;
+    let home = tempfile::Builder::new()
+        .prefix("perch-bench-serve")
+        .tempdir()?;
 
-    let servers = if a.url.is_some() { 1 } else { 1 + usize::from(peer.is_some()) };
-    let bar = ProgressBar::with_draw_target(
-        Some((total * servers) as u64),
-        ProgressDrawTarget::stderr(),
-    );
+    let servers = if a.url.is_some() {
+        1
+    } else {
+        1 + usize::from(peer.is_some())
+    };
+    let bar =
+        ProgressBar::with_draw_target(Some((total * servers) as u64), ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests {msg}",
     )?);
@@ -508,8 +512,8 @@ fn markdown(a: &ServeArgs, model: &Path, ctx: usize, runs: &[Run]) -> String {
 /// Throughput, TTFT and ITL against the concurrency level, a line per server (p99 dashed).
 fn serve_chart(a: &ServeArgs, runs: &[Run]) -> Result<String> {
     let x_names: Vec<String> = a.concurrency.iter().map(|c| c.to_string()).collect();
-    let line = |ri: usize, r: &Run, suffix: &str, dashed: bool, f: &dyn Fn(&Level) -> f64| {
-        chart::Line {
+    let line =
+        |ri: usize, r: &Run, suffix: &str, dashed: bool, f: &dyn Fn(&Level) -> f64| chart::Line {
             name: format!("{}{suffix}", r.server),
             points: r
                 .levels
@@ -521,8 +525,7 @@ fn serve_chart(a: &ServeArgs, runs: &[Run]) -> Result<String> {
                 .collect(),
             dashed,
             color: ri,
-        }
-    };
+        };
     let panel = |title: &str, y: &str, lines: Vec<chart::Line>| chart::LinePanel {
         title: title.into(),
         x_label: "concurrent streams".into(),

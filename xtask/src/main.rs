@@ -58,7 +58,7 @@ enum BenchTask {
     /// Serving throughput, time to first token and inter-token latency per concurrency level
     /// of `perch serve` (or `--url`), beside llama-server (`--vs llama.cpp`); `--soak`: the
     /// load and soak test (drops, KV and memory checks; 64 clients × 1,000 requests).
-    Serve(soak::ServeArgs),
+    Serve(Box<soak::ServeArgs>),
     /// perch-quant's kernel microbenchmarks (criterion), beside ggml's (`--vs llama.cpp`).
     Kernels(kernels::KernelsArgs),
     /// The machine's memory read bandwidth on 1 and 2 threads.
@@ -101,9 +101,9 @@ fn main() -> ExitCode {
             what: BenchTask::Serve(args),
         } => {
             if args.soak {
-                soak::serve(args)
+                soak::serve(*args)
             } else {
-                load::serve(args)
+                load::serve(*args)
             }
         }
         Task::Bench {

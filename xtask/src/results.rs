@@ -35,7 +35,10 @@ pub fn save_in(
         p.push(ext);
         PathBuf::from(p)
     };
-    write_atomic(&with("json"), serde_json::to_string_pretty(json)?.as_bytes())?;
+    write_atomic(
+        &with("json"),
+        serde_json::to_string_pretty(json)?.as_bytes(),
+    )?;
     write_atomic(&with("md"), markdown.as_bytes())?;
     write_atomic(&with("svg"), svg.as_bytes())?;
     eprintln!("==> wrote {}.{{json,md,svg}}", base.display());

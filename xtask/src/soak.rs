@@ -71,7 +71,9 @@ pub struct ServeArgs {
     /// The model name to request.
     #[arg(long, default_value = "smol")]
     pub model_name: String,
-    /// The GGUF for the spawned server (default: the SmolLM2 Q4_1 fixture).
+    /// The GGUF for the spawned servers (default: the SmolLM2 Q4_1 fixture); with `--url`,
+    /// the file that server serves (the sweep reads its tokenizer for the prompt lengths and
+    /// the end-of-generation ids it bans).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
     /// Sequence slots of the spawned servers (perch `--parallel`, llama-server `-np`).
@@ -189,7 +191,6 @@ fn kv_used(url: &Hostport) -> Result<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
 }
-
 
 /// Builds perch (ci profile: debug assertions on) and starts `perch serve` on loopback.
 fn spawn_server(a: &ServeArgs) -> Result<(http::Server, tempfile::TempDir)> {
