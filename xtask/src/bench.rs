@@ -173,7 +173,10 @@ fn chart(model: &Path, rows: &[Row]) -> Result<String> {
                 y_label: "tokens/s".into(),
                 groups: rs
                     .iter()
-                    .map(|r| format!("{} threads", r.threads))
+                    .map(|r| match r.threads {
+                        1 => "1 thread".to_string(),
+                        n => format!("{n} threads"),
+                    })
                     .collect(),
                 series,
                 rules: Vec::new(),

@@ -304,17 +304,33 @@ pub fn scatter(
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()
             .map_err(err)?;
+        // The first series as filled dots, the others as rings around them (the two tools'
+        // points often coincide); a label per point, once per text.
+        let first: Vec<&str> = series
+            .first()
+            .map(|s| s.1.iter().map(|p| p.label.as_str()).collect())
+            .unwrap_or_default();
         for (si, (name, points)) in series.iter().enumerate() {
             let c = color(si);
+            let (radius, style) = if si == 0 {
+                (4, c.filled())
+            } else {
+                (7, c.stroke_width(2))
+            };
             chart
                 .draw_series(points.iter().filter(|p| p.y > 0.0).map(|p| {
+                    let text = if si == 0 || !first.contains(&p.label.as_str()) {
+                        p.label.clone()
+                    } else {
+                        String::new()
+                    };
                     EmptyElement::at((p.x, p.y))
-                        + Circle::new((0, 0), 4, c.filled())
-                        + Text::new(p.label.clone(), (6, -12), ("sans-serif", 11).into_font())
+                        + Circle::new((0, 0), radius, style)
+                        + Text::new(text, (8, -14), ("sans-serif", 11).into_font())
                 }))
                 .map_err(err)?
                 .label(name)
-                .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
+                .legend(move |(x, y)| Circle::new((x + 6, y), radius, style));
         }
         chart
             .configure_series_labels()
