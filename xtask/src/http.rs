@@ -322,3 +322,80 @@ pub fn start_server(
     }
     Ok(server)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one canned chunked response on a loopback port; returns the port.
+    fn one_shot(response: &'static str) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            s.write_all(response.as_bytes()).unwrap();
+        });
+        port
+    }
+
+    fn chunk(data: &str) -> String {
+        format!("{:x}\r\n{data}\r\n", data.len())
+    }
+
+    #[test]
+    fn streamed_completions_are_timed_and_counted() {
+        let events = [
+            "data: {\"choices\":[{\"text\":\"Hel\"}]}\n\n",
+            "data: {\"choices\":[{\"text\":\"\"}]}\n\n",
+            "data: {\"choices\":[{\"text\":\"lo\"}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"!\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let mut resp = String::from(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        for e in events {
+            resp.push_str(&chunk(e));
+        }
+        resp.push_str("0\r\n\r\n");
+        let port = one_shot(Box::leak(resp.into_boxed_str()));
+        let url = parse_url(&format!("http://127.0.0.1:{port}/v1")).unwrap();
+        let r = stream(&url, "/v1/completions", "{}", None);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert!(r.done && !r.hung_up);
+        // Three chunks carry text (the empty one does not): one TTFT, two gaps.
+        assert_eq!(r.text_chunks, 3);
+        assert!(r.ttft.is_some());
+        assert_eq!(r.gaps.len(), 2);
+        assert_eq!((r.prompt_tokens, r.completion_tokens), (Some(5), Some(3)));
+    }
+
+    #[test]
+    fn errors_carry_the_status_and_body() {
+        let port = one_shot(
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 19\r\n\r\n{\"error\":\"no such\"}",
+        );
+        let url = parse_url(&format!("http://127.0.0.1:{port}")).unwrap();
+        let r = stream(&url, "/v1/completions", "{}", None);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("status 400: {\"error\":\"no such\"}")
+        );
+        assert!(!r.done);
+    }
+}

@@ -445,18 +445,22 @@ fn ratios(runs: &[Run]) -> BTreeMap<usize, f64> {
 
 fn markdown(a: &ServeArgs, model: &Path, ctx: usize, runs: &[Run]) -> String {
     let p3 = |p: &Percentiles, d: usize| format!("{:.d$} / {:.d$} / {:.d$}", p.p50, p.p90, p.p99);
+    let setup = match &a.url {
+        Some(u) => format!("the server at {u}"),
+        None => format!(
+            "spawned on loopback with {} threads, {} slots of {ctx} tokens",
+            a.threads, a.parallel
+        ),
+    };
     let mut s = format!(
-        "Serving {} ({}): {} prompt tokens, {} generated per request (end of generation \
-         banned, greedy), {} threads, {} slots of {ctx} tokens{}.\n\n\
+        "Serving {} ({setup}): {} prompt tokens, {} generated per request (end of generation \
+         banned, greedy){}.\n\n\
          | streams | server | gen tokens/s | requests/s | TTFT p50 / p90 / p99 ms | \
          ITL p50 / p90 / p99 ms | TPOT p50 / p90 / p99 ms | prompt tokens | errors | short |\n\
          |---:|---|---:|---:|---|---|---|---:|---:|---:|\n",
         model.file_name().unwrap_or_default().to_string_lossy(),
-        a.url.as_deref().unwrap_or("spawned on loopback"),
         a.prompt_tokens,
         a.gen_tokens,
-        a.threads,
-        a.parallel,
         a.rate
             .map(|r| format!(", {r} requests/s"))
             .unwrap_or_else(|| ", requests sent as fast as the streams allow".into()),
@@ -543,10 +547,14 @@ fn serve_chart(a: &ServeArgs, runs: &[Run]) -> Result<String> {
         itl.push(line(i, r, " p50", false, &|l| l.itl_ms.p50));
         itl.push(line(i, r, " p99", true, &|l| l.itl_ms.p99));
     }
+    let setup = match &a.url {
+        Some(u) => u.clone(),
+        None => format!("{} threads, {} slots", a.threads, a.parallel),
+    };
     chart::lines(
         &format!(
-            "Serving: {} prompt + {} generated tokens per request, {} threads, {} slots",
-            a.prompt_tokens, a.gen_tokens, a.threads, a.parallel
+            "Serving: {} prompt + {} generated tokens per request, {setup}",
+            a.prompt_tokens, a.gen_tokens
         ),
         &[
             panel("generation throughput", "tokens/s", tput),
