@@ -324,19 +324,12 @@ fn parse_ggml_line(line: &str) -> Option<(String, String, f64)> {
 /// Runs scripts/bench_ggml_kernels.sh for one type; (test → GB/s).
 fn run_ggml(llama_dir: &Path, ty: &str) -> Result<BTreeMap<String, f64>> {
     let root = perch_fixtures::workspace_root();
-    let out = Command::new("sh")
-        .arg(root.join("scripts/bench_ggml_kernels.sh"))
-        .arg(ty)
-        .env("LLAMA_DIR", llama_dir)
-        .output()
-        .context("running scripts/bench_ggml_kernels.sh")?;
-    if !out.status.success() {
-        bail!(
-            "scripts/bench_ggml_kernels.sh {ty} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = crate::quality::run(
+        Command::new("sh")
+            .arg(root.join("scripts/bench_ggml_kernels.sh"))
+            .arg(ty)
+            .env("LLAMA_DIR", llama_dir),
+    )?;
     let map: BTreeMap<String, f64> = text
         .lines()
         .filter_map(parse_ggml_line)

@@ -207,7 +207,7 @@ pub fn quality(args: QualityArgs) -> Result<()> {
 }
 
 /// Runs a command and returns its stdout; a failure is an error with its stderr.
-fn run(cmd: &mut Command) -> Result<String> {
+pub fn run(cmd: &mut Command) -> Result<String> {
     let o = cmd
         .output()
         .with_context(|| format!("running {:?}", cmd.get_program()))?;
