@@ -361,13 +361,14 @@ struct Row {
     of_memory: Option<f64>,
 }
 
-/// The memory bandwidth a test is bounded by: matrix tests only, at their thread count.
+/// The memory bandwidth a test is bounded by: wall-time matrix tests only, at their thread
+/// count.
 fn memory_for(test: &str, memory: &BTreeMap<usize, Rate>) -> Option<f64> {
+    // The `-cpu` variants count CPU time, the memory bench wall time: not comparable.
     let threads: usize = test
         .strip_prefix("matvec/")?
         .rsplit('/')
         .next()?
-        .trim_end_matches("-cpu")
         .strip_suffix('t')?
         .parse()
         .ok()?;
@@ -444,6 +445,7 @@ fn markdown(rows: &[Row], memory: &BTreeMap<usize, Rate>, simd: &str) -> String 
     let mut s = format!(
         "Kernel throughput in GB/s of weight bytes (perch-quant at SIMD level {simd}; ggml \
          from the peer's libggml-cpu). `-cpu`: the thread's CPU time instead of wall time. \
+         perch / memory: a wall-time matrix × vector against `mem/read` on as many threads. \
          {}\n",
         memory_line(memory)
     );
@@ -735,6 +737,7 @@ mod tests {
         assert_eq!(get("dot/l1").of_memory, None);
         assert_eq!(get("matvec/100x4096/1t").ratio, None);
         assert_eq!(get("matvec/100x4096/1t").of_memory, Some(0.5));
+        assert_eq!(memory_for("matvec/100x4096/1t-cpu", &perch.memory), None);
         assert_eq!(get("matvec/128x4096/1t").perch, None);
     }
 
