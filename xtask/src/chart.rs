@@ -256,15 +256,19 @@ pub fn lines(title: &str, items: &[LinePanel]) -> Result<String> {
                     + PathElement::new([(0, 0), (gap.0, 0)], c.stroke_width(2))
                     + PathElement::new([(gap.1, 0), (14, 0)], c.stroke_width(2))
             });
-            if !l.dashed {
-                chart
-                    .draw_series(
-                        l.points
-                            .iter()
-                            .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
-                    )
-                    .map_err(err)?;
-            }
+            // Markers too (a lone point draws no line): dots, rings on dashed lines.
+            let marker = if l.dashed {
+                c.stroke_width(1)
+            } else {
+                c.filled()
+            };
+            chart
+                .draw_series(
+                    l.points
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, marker)),
+                )
+                .map_err(err)?;
         }
         legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
