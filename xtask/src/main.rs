@@ -42,7 +42,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks of the whole system (speed beside llama.cpp).
+    /// Benchmarks beside llama.cpp (`--vs llama.cpp`): tables, JSON and SVG charts under
+    /// results/.
     Bench {
         #[command(subcommand)]
         what: BenchTask,
