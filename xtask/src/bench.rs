@@ -157,11 +157,13 @@ fn chart(model: &Path, rows: &[Row]) -> Result<String> {
             let rs: Vec<&Row> = rows.iter().filter(|r| r.test == *test).collect();
             let mut series = vec![chart::Bars {
                 name: "perch".into(),
+                color: 0,
                 values: rs.iter().map(|r| Some(r.perch.avg_ts)).collect(),
             }];
             if rs.iter().any(|r| r.llama_cpp.is_some()) {
                 series.push(chart::Bars {
                     name: "llama.cpp".into(),
+                    color: 1,
                     values: rs
                         .iter()
                         .map(|r| r.llama_cpp.as_ref().map(|m| m.avg_ts))

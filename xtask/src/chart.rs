@@ -26,6 +26,8 @@ pub struct Bars {
     pub name: String,
     /// One value per group.
     pub values: Vec<Option<f64>>,
+    /// The colour index (a tool keeps its colour whichever series are present).
+    pub color: usize,
 }
 
 /// A panel of grouped bars.
@@ -121,7 +123,9 @@ fn panels<T>(
 
 /// Grouped bar panels side by side.
 pub fn bars(title: &str, items: &[BarPanel]) -> Result<String> {
-    panels(title, 640, 460, items, |area, p| {
+    // Wide enough for every group's name without rotated labels.
+    let most = items.iter().map(|p| p.groups.len()).max().unwrap_or(1) as u32;
+    panels(title, (56 * most + 120).max(640), 460, items, |area, p| {
         let n = p.groups.len().max(1);
         let top = p
             .series
@@ -131,11 +135,10 @@ pub fn bars(title: &str, items: &[BarPanel]) -> Result<String> {
             .chain(p.rules.iter().map(|r| r.1))
             .fold(0.0, f64::max);
         let top = if top > 0.0 { top * 1.15 } else { 1.0 };
-        let rotate = n > 6;
         let mut chart = ChartBuilder::on(area)
             .caption(&p.title, ("sans-serif", 15))
             .margin(12)
-            .x_label_area_size(if rotate { 70 } else { 36 })
+            .x_label_area_size(36)
             .y_label_area_size(60)
             .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..top)
             .map_err(err)?;
@@ -148,27 +151,18 @@ pub fn bars(title: &str, items: &[BarPanel]) -> Result<String> {
                 String::new()
             }
         };
-        let style = if rotate {
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90)
-                .into_text_style(area)
-        } else {
-            ("sans-serif", 12).into_text_style(area)
-        };
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n)
             .x_label_formatter(&label)
-            .x_label_style(style)
             .y_desc(&p.y_label)
             .draw()
             .map_err(err)?;
         let k = p.series.len().max(1) as f64;
         let width = 0.8 / k;
         for (si, s) in p.series.iter().enumerate() {
-            let c = color(si);
+            let c = color(s.color);
             let rects = s.values.iter().enumerate().filter_map(|(g, v)| {
                 let x0 = g as f64 - 0.4 + si as f64 * width;
                 v.map(|v| Rectangle::new([(x0, 0.0), (x0 + width * 0.92, v)], c.filled()))
@@ -356,10 +350,12 @@ mod tests {
                     Bars {
                         name: "perch".into(),
                         values: vec![Some(10.0), Some(20.0)],
+                        color: 0,
                     },
                     Bars {
                         name: "ggml".into(),
                         values: vec![Some(12.0), None],
+                        color: 1,
                     },
                 ],
                 rules: vec![("memory 1t".into(), 15.0)],

@@ -485,8 +485,10 @@ fn kernels_chart(types: &[String], rows: &[Row], memory: &BTreeMap<usize, Rate>)
     let find =
         |ty: &str, pred: &dyn Fn(&str) -> bool| rows.iter().find(|r| r.ty == ty && pred(&r.test));
     let peer = rows.iter().any(|r| r.ggml.is_some());
+    // Colours: perch blue, ggml orange; the 2-thread bars in lighter shades.
     let series = |name: &str, pred: &dyn Fn(&str) -> bool, ggml: bool| chart::Bars {
         name: name.to_string(),
+        color: usize::from(ggml) + if name.contains("2 threads") { 2 } else { 0 },
         values: types
             .iter()
             .map(|ty| {
@@ -654,6 +656,7 @@ pub fn bandwidth(args: BandwidthArgs) -> Result<()> {
             groups,
             series: vec![chart::Bars {
                 name: "read".into(),
+                color: 0,
                 values: m.memory.values().map(|r| Some(r.gb_s)).collect(),
             }],
             rules: Vec::new(),
