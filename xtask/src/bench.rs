@@ -9,15 +9,16 @@
 //! read the file's own layout too.
 //!
 //! Results: a markdown table on stdout with the ratio perch / llama.cpp per test, and the same
-//! table plus every sample as JSON under `results/`.
+//! table, the measurements as JSON and a bar chart (SVG) under `results/speed-<time>.*`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
+
+use crate::chart;
 
 /// Options of `cargo xtask bench speed`.
 #[derive(clap::Args, Debug)]
@@ -78,7 +79,6 @@ pub fn speed(args: SpeedArgs) -> Result<()> {
         Some("llama.cpp") => Some(find_llama_bench(args.peer_bin.as_deref())?),
         Some(other) => bail!("--vs takes llama.cpp, not {other:?}"),
     };
-    let root = perch_fixtures::workspace_root();
     let perch = build_perch()?;
 
     let bar = ProgressBar::with_draw_target(
@@ -117,17 +117,8 @@ pub fn speed(args: SpeedArgs) -> Result<()> {
 
     let table = table(&model, &rows);
     println!("{table}");
-    let dir = root.join("results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let base = dir.join(format!("speed-{stamp}"));
     let json = serde_json::json!({"model": model.display().to_string(), "rows": rows});
-    std::fs::write(
-        base.with_extension("json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    std::fs::write(base.with_extension("md"), &table)?;
-    eprintln!("==> wrote {}.{{json,md}}", base.display());
+    crate::results::save("speed", &json, &table, &chart(&model, &rows)?)?;
     Ok(())
 }
 
@@ -149,6 +140,53 @@ fn table(model: &Path, rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+/// Grouped bars: one panel per test (pp, tg), a group per thread count, perch beside
+/// llama.cpp.
+fn chart(model: &Path, rows: &[Row]) -> Result<String> {
+    let mut tests: Vec<&str> = Vec::new();
+    for r in rows {
+        if !tests.contains(&r.test.as_str()) {
+            tests.push(&r.test);
+        }
+    }
+    let panels: Vec<chart::BarPanel> = tests
+        .iter()
+        .map(|test| {
+            let rs: Vec<&Row> = rows.iter().filter(|r| r.test == *test).collect();
+            let mut series = vec![chart::Bars {
+                name: "perch".into(),
+                color: 0,
+                values: rs.iter().map(|r| Some(r.perch.avg_ts)).collect(),
+            }];
+            if rs.iter().any(|r| r.llama_cpp.is_some()) {
+                series.push(chart::Bars {
+                    name: "llama.cpp".into(),
+                    color: 1,
+                    values: rs
+                        .iter()
+                        .map(|r| r.llama_cpp.as_ref().map(|m| m.avg_ts))
+                        .collect(),
+                });
+            }
+            chart::BarPanel {
+                title: (*test).to_string(),
+                y_label: "tokens/s".into(),
+                groups: rs
+                    .iter()
+                    .map(|r| match r.threads {
+                        1 => "1 thread".to_string(),
+                        n => format!("{n} threads"),
+                    })
+                    .collect(),
+                series,
+                rules: Vec::new(),
+            }
+        })
+        .collect();
+    let name = model.file_name().unwrap_or_default().to_string_lossy();
+    chart::bars(&format!("{name}: tokens/s"), &panels)
 }
 
 fn run_perch(perch: &Path, model: &Path, a: &SpeedArgs, threads: usize) -> Result<Vec<Measured>> {
@@ -237,10 +275,14 @@ pub fn build_perch() -> Result<PathBuf> {
     if !status.success() {
         bail!("building perch failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    Ok(target_dir().join("release/perch"))
+}
+
+/// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` at the workspace root.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/perch"))
+        .unwrap_or_else(|| perch_fixtures::workspace_root().join("target"))
 }
 
 /// llama-bench from `--peer-bin`, `$PERCH_PEER_BIN`, or the peer script's default folder.

@@ -3,7 +3,7 @@
 //!
 //! Steps: fixtures (a fast no-op when present), `cargo fmt --check`, clippy on every target
 //! with `-D warnings`, every test with cargo-nextest, then the doc tests (nextest does not
-//! run those), then a reduced `cargo xtask bench serve` soak (8 clients, 40 requests). Clippy,
+//! run those), then a reduced `cargo xtask bench serve --soak` (8 clients, 40 requests). Clippy,
 //! nextest and the doc tests all use the `ci` profile (optimized, with
 //! debug assertions), so build scripts and proc macros are compiled once for all three.
 
@@ -62,6 +62,7 @@ const STEPS: &[Step] = &[
             "--",
             "bench",
             "serve",
+            "--soak",
             "--clients",
             "8",
             "--requests",

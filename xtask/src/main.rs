@@ -1,9 +1,14 @@
 //! `cargo xtask`: maintainer tasks (`cargo xtask --help`).
 
 mod bench;
+mod chart;
 mod ci;
 mod fixtures;
+mod http;
+mod kernels;
+mod load;
 mod quality;
+mod results;
 mod soak;
 
 use std::process::ExitCode;
@@ -37,7 +42,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks of the whole system (speed beside llama.cpp).
+    /// Benchmarks beside llama.cpp (`--vs llama.cpp`): tables, JSON and SVG charts under
+    /// results/.
     Bench {
         #[command(subcommand)]
         what: BenchTask,
@@ -50,9 +56,14 @@ enum BenchTask {
     Speed(bench::SpeedArgs),
     /// Size, perplexity and KL divergence per quantization type, perch beside llama-quantize.
     Quality(quality::QualityArgs),
-    /// Load and soak test of `perch serve` (or `--url`): concurrent streams, drops, KV and
-    /// memory checks, latency percentiles (`--soak` for 64 clients × 1,000 requests).
-    Serve(soak::ServeArgs),
+    /// Serving throughput, time to first token and inter-token latency per concurrency level
+    /// of `perch serve` (or `--url`), beside llama-server (`--vs llama.cpp`); `--soak`: the
+    /// load and soak test (drops, KV and memory checks; 64 clients × 1,000 requests).
+    Serve(Box<soak::ServeArgs>),
+    /// perch-quant's kernel microbenchmarks (criterion), beside ggml's (`--vs llama.cpp`).
+    Kernels(kernels::KernelsArgs),
+    /// The machine's memory read bandwidth on 1 and 2 threads.
+    Bandwidth(kernels::BandwidthArgs),
 }
 
 /// Runs the synthetic-model writer (an example of perch-cli) in release.
@@ -89,7 +100,19 @@ fn main() -> ExitCode {
         } => quality::quality(args),
         Task::Bench {
             what: BenchTask::Serve(args),
-        } => soak::serve(args),
+        } => {
+            if args.soak {
+                soak::serve(*args)
+            } else {
+                load::serve(*args)
+            }
+        }
+        Task::Bench {
+            what: BenchTask::Kernels(args),
+        } => kernels::kernels(args),
+        Task::Bench {
+            what: BenchTask::Bandwidth(args),
+        } => kernels::bandwidth(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

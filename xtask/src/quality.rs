@@ -9,11 +9,11 @@
 //!    for both files: size, bits per weight, perplexity, mean and 99th-percentile KLD and
 //!    top-token agreement.
 //!
-//! Results: a markdown table on stdout and under `results/quality-<time>.{md,json}`.
+//! Results: a markdown table on stdout and under `results/quality-<time>.{md,json,svg}` (the
+//! chart: file size against mean KLD per type, for both quantizers).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -194,10 +194,6 @@ pub fn quality(args: QualityArgs) -> Result<()> {
 
     let table = table(&model, &args, &rows);
     println!("{table}");
-    let dir = perch_fixtures::workspace_root().join("results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let out = dir.join(format!("quality-{stamp}"));
     let json = serde_json::json!({
         "model": model.display().to_string(),
         "text": args.text.display().to_string(),
@@ -206,17 +202,12 @@ pub fn quality(args: QualityArgs) -> Result<()> {
         "imatrix": args.imatrix.as_ref().map(|p| p.display().to_string()),
         "rows": rows,
     });
-    std::fs::write(
-        out.with_extension("json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    std::fs::write(out.with_extension("md"), &table)?;
-    eprintln!("==> wrote {}.{{json,md}}", out.display());
+    crate::results::save("quality", &json, &table, &chart(&model, &rows)?)?;
     Ok(())
 }
 
 /// Runs a command and returns its stdout; a failure is an error with its stderr.
-fn run(cmd: &mut Command) -> Result<String> {
+pub fn run(cmd: &mut Command) -> Result<String> {
     let o = cmd
         .output()
         .with_context(|| format!("running {:?}", cmd.get_program()))?;
@@ -236,6 +227,34 @@ fn size_and_bpw(file: &Path) -> Result<(u64, f64)> {
     let bytes: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
     let n: u64 = f.tensors().iter().map(|t| t.n_elements).sum();
     Ok((f.len(), bytes as f64 * 8.0 / n.max(1) as f64))
+}
+
+/// Size (MiB) against mean KLD (log scale), one labelled point per type and quantizer.
+fn chart(model: &Path, rows: &[Row]) -> Result<String> {
+    let point = |ft: &str, q: &Quality| crate::chart::Point {
+        x: q.bytes as f64 / (1 << 20) as f64,
+        y: q.kld_mean,
+        label: ft.to_string(),
+    };
+    let mut series = vec![(
+        "perch".to_string(),
+        rows.iter().map(|r| point(&r.ftype, &r.perch)).collect(),
+    )];
+    if rows.iter().any(|r| r.llama_cpp.is_some()) {
+        series.push((
+            "llama-quantize".to_string(),
+            rows.iter()
+                .filter_map(|r| r.llama_cpp.as_ref().map(|q| point(&r.ftype, q)))
+                .collect(),
+        ));
+    }
+    let name = model.file_name().unwrap_or_default().to_string_lossy();
+    crate::chart::scatter(
+        &format!("{name}: file size against mean KL divergence"),
+        "file size (MiB)",
+        "mean KLD (nats)",
+        &series,
+    )
 }
 
 fn table(model: &Path, args: &QualityArgs, rows: &[Row]) -> String {

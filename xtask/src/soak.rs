@@ -1,15 +1,16 @@
-//! `cargo xtask bench serve`: a load generator for `perch serve` (spawned on loopback) or any
+//! `cargo xtask bench serve --soak`: a load and soak generator for `perch serve` (spawned on loopback) or any
 //! OpenAI-compatible server (`--url`). N concurrent clients stream chat completions of mixed
 //! prompt and output lengths; every `--drop-every`-th request is dropped on purpose after its
 //! first tokens. It reports errors (anything but the deliberate drops is one), the KV blocks
 //! still in use at the end (from /metrics; must be 0), resident memory over time (VmRSS of
 //! the server; must level off), throughput, time to first token and inter-token latency
-//! percentiles, as JSON and markdown under `--out`. It fails when a check fails.
+//! percentiles, as JSON, markdown and a chart of resident memory over time (SVG) under
+//! `--out`. It fails when a check fails. (`bench serve` without `--soak` is the throughput
+//! sweep of load.rs.)
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,18 +18,50 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::http::{self, Hostport, Percentiles, parse_url, pct, send};
+
 /// Options of `cargo xtask bench serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// The full soak: 64 clients through 1,000 requests (default without it: 8 and 40).
+    /// The load and soak test instead of the throughput sweep: 64 clients through 1,000
+    /// requests of mixed lengths, some dropped mid-stream, with KV and memory checks.
     #[arg(long)]
     pub soak: bool,
-    /// Concurrent streaming clients.
+    /// Concurrent streaming clients of the soak (default 64).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Requests in total.
+    /// Requests: in total for the soak (default 1,000); per concurrency level for the sweep
+    /// (default: twice the level, at least 8).
     #[arg(long)]
     pub requests: Option<usize>,
+    /// Concurrency levels of the sweep (streams at once), comma-separated.
+    #[arg(long, short = 'c', value_delimiter = ',', default_value = "1,4,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Prompt length of each sweep request in tokens.
+    #[arg(long, short = 'p', default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens each sweep request generates (end-of-generation tokens are banned, so every
+    /// request generates exactly this many).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Requests per second the sweep sends (Poisson arrivals), at most `concurrency` at
+    /// once; default: all at once.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Compute threads of the spawned servers (both get the same).
+    #[arg(long, short = 't', default_value_t = 2)]
+    pub threads: usize,
+    /// Context per sequence of the spawned servers (default: prompt + generated + 64,
+    /// rounded up to 256).
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+    /// Also start the peer's llama-server with the same model, threads, slots and context
+    /// and run the same load against it (`--vs llama.cpp`).
+    #[arg(long)]
+    pub vs: Option<String>,
+    /// The folder holding the peer's llama-server.
+    #[arg(long, env = "PERCH_PEER_BIN")]
+    pub peer_bin: Option<PathBuf>,
     /// Drop every Nth request mid-stream (0: none).
     #[arg(long, default_value_t = 10)]
     pub drop_every: usize,
@@ -38,16 +71,18 @@ pub struct ServeArgs {
     /// The model name to request.
     #[arg(long, default_value = "smol")]
     pub model_name: String,
-    /// The GGUF for the spawned server (default: the SmolLM2 Q4_1 fixture).
+    /// The GGUF for the spawned servers (default: the SmolLM2 Q4_1 fixture); with `--url`,
+    /// the file that server serves (the sweep reads its tokenizer for the prompt lengths and
+    /// the end-of-generation ids it bans).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
-    /// `--parallel` of the spawned server.
+    /// Sequence slots of the spawned servers (perch `--parallel`, llama-server `-np`).
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
-    /// Largest `max_tokens` of a request (lengths are mixed up to it).
+    /// Largest `max_tokens` of a soak request (lengths are mixed up to it).
     #[arg(long, default_value_t = 32)]
     pub max_tokens: usize,
-    /// Where the report goes.
+    /// Where the soak's report goes.
     #[arg(long, default_value = "results/soak")]
     pub out: PathBuf,
 }
@@ -61,29 +96,6 @@ struct Outcome {
     ttft: Option<f64>,
     gaps: Vec<f64>,
     completion_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct Percentiles {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-}
-
-fn pct(v: &mut [f64]) -> Percentiles {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        if v.is_empty() {
-            0.0
-        } else {
-            v[((v.len() - 1) as f64 * q).round() as usize] * 1e3
-        }
-    };
-    Percentiles {
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-    }
 }
 
 #[derive(Serialize)]
@@ -108,113 +120,6 @@ struct Report {
 /// The paragraph prompts are made of (repeated for longer prompts).
 const TEXT: &str = "The lighthouse keeper wrote down the weather every morning: wind, clouds, \
     the colour of the sea and the ships that passed. ";
-
-/// One HTTP/1.1 request; the response's status and a reader over its (de-chunked) body.
-fn send(url: &Hostport, method: &str, path: &str, body: &str) -> Result<(u16, ChunkedReader)> {
-    let mut s = TcpStream::connect((url.host.as_str(), url.port))?;
-    s.set_read_timeout(Some(Duration::from_secs(300)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        url.host,
-        body.len()
-    )?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad status line {line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let lower = l.to_ascii_lowercase();
-        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-            chunked = true;
-        }
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().ok();
-        }
-    }
-    Ok((
-        status,
-        ChunkedReader {
-            inner: r,
-            chunked,
-            left: if chunked {
-                0
-            } else {
-                length.unwrap_or(usize::MAX)
-            },
-            done: false,
-        },
-    ))
-}
-
-/// A body reader that undoes chunked transfer encoding.
-struct ChunkedReader {
-    inner: BufReader<TcpStream>,
-    chunked: bool,
-    left: usize,
-    done: bool,
-}
-
-impl Read for ChunkedReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        if self.chunked && self.left == 0 {
-            let mut line = String::new();
-            self.inner.read_line(&mut line)?;
-            if line.trim().is_empty() {
-                line.clear();
-                self.inner.read_line(&mut line)?;
-            }
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = size;
-        }
-        let n = buf.len().min(self.left);
-        let got = self.inner.read(&mut buf[..n])?;
-        if got == 0 {
-            self.done = true;
-        }
-        self.left -= got;
-        Ok(got)
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Hostport {
-    host: String,
-    port: u16,
-}
-
-fn parse_url(url: &str) -> Result<Hostport> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?;
-    let hp = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = hp.rsplit_once(':').unwrap_or((hp, "80"));
-    Ok(Hostport {
-        host: host.to_string(),
-        port: port.parse().context("bad port")?,
-    })
-}
 
 /// Request `i`: its prompt repeats, its max_tokens, whether it is dropped.
 fn plan(i: usize, max_tokens: usize, drop_every: usize) -> (usize, usize, bool) {
@@ -243,73 +148,22 @@ fn one(url: &Hostport, model: &str, i: usize, a: &ServeArgs) -> Outcome {
         "stream_options": {"include_usage": true},
     })
     .to_string();
+    let r = http::stream(url, "/v1/chat/completions", &body, drop.then_some(2));
     let mut out = Outcome {
         dropped: drop,
+        ttft: r.ttft,
+        gaps: r.gaps,
+        completion_tokens: r.completion_tokens.unwrap_or(0),
         ..Outcome::default()
     };
-    let started = Instant::now();
-    let (status, reader) = match send(url, "POST", "/v1/chat/completions", &body) {
-        Ok(r) => r,
-        Err(e) => {
-            out.error = Some(format!("request {i}: {e}"));
-            return out;
-        }
-    };
-    if status != 200 {
-        let mut text = String::new();
-        let mut reader = reader;
-        let _ = reader.read_to_string(&mut text);
-        out.error = Some(format!("request {i}: status {status}: {text}"));
-        return out;
-    }
-    let mut last: Option<Instant> = None;
-    let mut done = false;
-    for line in BufReader::new(reader).lines() {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                out.error = Some(format!("request {i}: stream broke: {e}"));
-                return out;
-            }
-        };
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            done = true;
-            break;
-        }
-        let v: serde_json::Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(e) => {
-                out.error = Some(format!("request {i}: bad chunk {data:?}: {e}"));
-                return out;
-            }
-        };
-        if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-            out.completion_tokens = n;
-        }
-        let has_text = v["choices"][0]["delta"]["content"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty());
-        if has_text {
-            let now = Instant::now();
-            match last {
-                None => out.ttft = Some((now - started).as_secs_f64()),
-                Some(t) => out.gaps.push((now - t).as_secs_f64()),
-            }
-            last = Some(now);
-            if drop && out.gaps.len() >= 2 {
-                // Hang up mid-stream: the reader (and the socket) are dropped here.
-                out.ok = true;
-                return out;
-            }
-        }
-    }
-    if drop {
+    if let Some(e) = r.error {
+        out.error = Some(format!("request {i}: {e}"));
+    } else if r.hung_up {
+        out.ok = true;
+    } else if drop {
         // It finished before the drop point: a short answer, still fine.
-        out.ok = done;
-    } else if done {
+        out.ok = r.done;
+    } else if r.done {
         out.ok = true;
     } else {
         out.error = Some(format!("request {i}: the stream ended without [DONE]"));
@@ -338,22 +192,8 @@ fn kv_used(url: &Hostport) -> Result<u64> {
         .sum::<f64>() as u64)
 }
 
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn spawn_server(a: &ServeArgs) -> Result<(Spawned, Hostport)> {
+/// Builds perch (ci profile: debug assertions on) and starts `perch serve` on loopback.
+fn spawn_server(a: &ServeArgs) -> Result<(http::Server, tempfile::TempDir)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(["build", "--profile", "ci", "-p", "perch-cli"])
@@ -362,53 +202,38 @@ fn spawn_server(a: &ServeArgs) -> Result<(Spawned, Hostport)> {
     if !status.success() {
         bail!("cargo build -p perch-cli failed");
     }
-    let perch = target_dir().join("ci/perch");
+    let perch = crate::bench::target_dir().join("ci/perch");
     let model = match &a.model {
         Some(m) => m.clone(),
         None => perch_fixtures::smollm2_q4_1(),
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let home = std::env::temp_dir().join(format!("perch-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&home)?;
-    let child = Command::new(&perch)
-        .args(["serve", "--model"])
+    let home = tempfile::Builder::new().prefix("perch-soak").tempdir()?;
+    let port = http::free_port()?;
+    let mut cmd = Command::new(&perch);
+    cmd.args(["serve", "--model"])
         .arg(format!("{}={}", a.model_name, model.display()))
         .args(["--port", &port.to_string(), "--ctx-size", "512"])
         .args(["--parallel", &a.parallel.to_string()])
-        .env("PERCH_HOME", &home)
-        .env("PERCH_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", perch.display()))?;
-    let child = Spawned(child);
-    let url = Hostport {
-        host: "127.0.0.1".into(),
-        port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while send(&url, "GET", "/health", "").map(|r| r.0).ok() != Some(200) {
-        if Instant::now() > deadline {
-            bail!("perch serve did not become healthy");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok((child, url))
+        .env("PERCH_HOME", home.path())
+        .env("PERCH_LOG", "warn");
+    let log = home.path().join("serve.log");
+    let server = http::start_server("perch serve", cmd, port, log, Duration::from_secs(120))?;
+    Ok((server, home))
 }
 
 /// Run the load.
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let clients = a.clients.unwrap_or(if a.soak { 64 } else { 8 });
-    let requests = a.requests.unwrap_or(if a.soak { 1000 } else { 40 });
+    let clients = a.clients.unwrap_or(64);
+    let requests = a.requests.unwrap_or(1000);
     let (server, url) = match &a.url {
         Some(u) => (None, parse_url(u)?),
         None => {
-            let (s, u) = spawn_server(&a)?;
-            (Some(s), u)
+            let s = spawn_server(&a)?;
+            let url = s.0.url.clone();
+            (Some(s), url)
         }
     };
-    let pid = server.as_ref().map(|s| s.0.id());
+    let pid = server.as_ref().map(|s| s.0.child.0.id());
     let next = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let stop = Arc::new(AtomicBool::new(false));
@@ -494,13 +319,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         rss_mib: rss,
         rss_levels_off: levels_off,
     };
-    std::fs::create_dir_all(&a.out)?;
-    let json = a.out.join("soak.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
     let md = markdown(&report);
-    std::fs::write(a.out.join("soak.md"), &md)?;
     println!("{md}");
-    println!("report: {} and soak.md", json.display());
+    crate::results::save_in(&a.out, "soak", &report, &md, &rss_chart(&report)?)?;
     if report.errors > 0 {
         bail!(
             "{} requests failed, e.g. {:?}",
@@ -518,6 +339,28 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         bail!("resident memory kept growing in the last third of the run");
     }
     Ok(())
+}
+
+/// Resident memory of the server over the run.
+fn rss_chart(r: &Report) -> Result<String> {
+    crate::chart::lines(
+        &format!(
+            "Soak: {} clients, {} requests, {:.1} tokens/s",
+            r.clients, r.requests, r.tokens_per_s
+        ),
+        &[crate::chart::LinePanel {
+            title: "server resident memory".into(),
+            x_label: "seconds".into(),
+            y_label: "MiB".into(),
+            x_names: Vec::new(),
+            lines: vec![crate::chart::Line {
+                name: "VmRSS".into(),
+                points: r.rss_mib.clone(),
+                dashed: false,
+                color: 0,
+            }],
+        }],
+    )
 }
 
 fn markdown(r: &Report) -> String {

@@ -7,7 +7,9 @@
 //! read bandwidth the same way (a SIMD sum over 256 MiB), so the matrix numbers can be read
 //! against it. `batch/<type>` multiplies a 4096 x 4096 matrix by 8 and 64 activation rows
 //! (compute bound; elements/s = dot products per second). `PERCH_SIMD` selects the level; `PERCH_BENCH_TYPES=q4_0,q4_K` narrows the
-//! types. ggml's kernels on the same matrices: scripts/bench_ggml_kernels.sh.
+//! types (`none`: only `mem/read`, as `cargo xtask bench bandwidth` runs it). ggml's kernels on
+//! the same matrices: scripts/bench_ggml_kernels.sh; `cargo xtask bench kernels --vs llama.cpp`
+//! runs both and tabulates the ratios from criterion's results.
 //!
 //! The `*-cpu` variants time single-thread runs in the thread's CPU time instead of wall
 //! time, which keeps them comparable on a machine shared with other work (the development
