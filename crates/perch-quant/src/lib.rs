@@ -20,6 +20,8 @@ pub mod blocks;
 pub mod dequant;
 pub mod dot;
 pub mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod packed;
 pub mod quantize;
 pub mod simd;
 pub mod tables;

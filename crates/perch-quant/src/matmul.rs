@@ -230,20 +230,28 @@ pub fn matmul_multi_at(
     let mut jobs = Vec::with_capacity(ws.len());
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         if let Some(kernels) = check(level, w, x, out)? {
-            jobs.push((w, kernels, OutPtr(out.as_mut_ptr()), chunk_rows(w, threads)));
+            let mut chunk = chunk_rows(w, threads);
+            let packed = batch::prepare(level, w.ty, x);
+            if packed.is_some() {
+                chunk = chunk.next_multiple_of(batch::ROWS);
+            }
+            jobs.push((w, kernels, OutPtr(out.as_mut_ptr()), chunk, packed));
         }
     }
     // The chunks of all matrices, as (job, first row, end row).
     let chunks: Vec<(usize, usize, usize)> = jobs
         .iter()
         .enumerate()
-        .flat_map(|(j, (w, _, _, chunk))| {
+        .flat_map(|(j, (w, _, _, chunk, _))| {
             (0..w.rows.div_ceil(*chunk)).map(move |c| (j, c * chunk, ((c + 1) * chunk).min(w.rows)))
         })
         .collect();
     let run = |&(j, o0, o1): &(usize, usize, usize)| {
-        let (w, (f, f4), ptr, _) = &jobs[j];
-        chunk_product(*f, *f4, w, x, o0, o1, *ptr);
+        let (w, (f, f4), ptr, _, packed) = &jobs[j];
+        match packed {
+            Some(p) => batch::chunk_product(w, p, x.rows(), o0, o1, *ptr),
+            None => chunk_product(*f, *f4, w, x, o0, o1, *ptr),
+        }
     };
     if chunks.len() == 1 {
         run(&chunks[0]);
@@ -251,6 +259,94 @@ pub fn matmul_multi_at(
         chunks.par_iter().for_each(run);
     }
     Ok(())
+}
+
+/// The repacked batch products (`crate::packed`) where the CPU has them.
+#[cfg(target_arch = "x86_64")]
+mod batch {
+    use std::cell::RefCell;
+
+    use super::{OutPtr, WeightMatrix};
+    use crate::activations::QuantizedActivations;
+    pub(super) use crate::packed::ROWS;
+    use crate::packed::{MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable};
+    use crate::simd::SimdLevel;
+    use crate::types::GgmlType;
+
+    thread_local! {
+        static GROUP: RefCell<PackedGroup> = RefCell::new(PackedGroup::default());
+    }
+
+    /// The prepared activations when `ty × x` runs repacked at `level`.
+    pub(super) fn prepare(
+        level: SimdLevel,
+        ty: GgmlType,
+        x: &QuantizedActivations,
+    ) -> Option<PreparedActivations> {
+        (level == SimdLevel::Avx512 && packable(ty) && x.rows() >= MIN_ACT_ROWS)
+            .then(|| PreparedActivations::new(ty, x))
+    }
+
+    /// Weight rows `o0..o1` against every activation row, sixteen weight rows at a time.
+    pub(super) fn chunk_product(
+        w: &WeightMatrix<'_>,
+        p: &PreparedActivations,
+        n_act: usize,
+        o0: usize,
+        o1: usize,
+        out: OutPtr,
+    ) {
+        let n_out = w.rows();
+        GROUP.with_borrow_mut(|g| {
+            for o in (o0..o1).step_by(ROWS) {
+                let n = ROWS.min(o1 - o);
+                g.fill(w, o, n);
+                for r in 0..n_act {
+                    let v = group_dot(w.ty(), g, p, r);
+                    for (j, &vj) in v[..n].iter().enumerate() {
+                        let idx = r * n_out + o + j;
+                        debug_assert!(idx < n_act * n_out);
+                        // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`),
+                        // and this task alone writes indices with `o + j` in its range.
+                        unsafe { out.0.add(idx).write(vj) };
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Without x86-64 kernels there is no repacked path.
+#[cfg(not(target_arch = "x86_64"))]
+mod batch {
+    use super::{OutPtr, WeightMatrix};
+    use crate::activations::QuantizedActivations;
+    use crate::simd::SimdLevel;
+    use crate::types::GgmlType;
+
+    pub(super) const ROWS: usize = 1;
+
+    /// Never prepared here.
+    pub(super) enum PreparedActivations {}
+
+    pub(super) fn prepare(
+        _: SimdLevel,
+        _: GgmlType,
+        _: &QuantizedActivations,
+    ) -> Option<PreparedActivations> {
+        None
+    }
+
+    pub(super) fn chunk_product(
+        _: &WeightMatrix<'_>,
+        p: &PreparedActivations,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: OutPtr,
+    ) {
+        match *p {}
+    }
 }
 
 /// Validates one product; `None` when there is nothing to compute (the output is then

@@ -12,12 +12,18 @@ use perch_quant::simd::SimdLevel;
 use perch_quant::{GgmlType, QuantizedActivations, vec_dot_type};
 
 fn check(ty: GgmlType, n_out: usize, cols: usize, n_act: usize, threads: usize) {
+    check_filled(ty, n_out, cols, n_act, threads, Fill::Random)
+}
+
+fn check_filled(ty: GgmlType, n_out: usize, cols: usize, n_act: usize, threads: usize, fill: Fill) {
     let mut r = Rng(0x5eed ^ (ty.id() << 10) ^ (n_out * 31 + n_act) as u32);
     let mut w = Vec::new();
     for _ in 0..n_out {
-        w.extend(weight_row(ty, cols, &mut r, Fill::Random));
+        w.extend(weight_row(ty, cols, &mut r, fill));
     }
-    let x: Vec<f32> = (0..n_act * cols).map(|_| r.range(-2.0, 2.0)).collect();
+    let x: Vec<f32> = (0..n_act)
+        .flat_map(|_| activation_row(cols, &mut r, fill))
+        .collect();
     let wm = WeightMatrix::new(ty, n_out, cols, &w).unwrap();
     let mut xa = QuantizedActivations::new();
     xa.quantize(vec_dot_type(ty), &x, n_act, cols).unwrap();
@@ -71,6 +77,19 @@ fn matmul_equals_row_dots() {
         for (n_out, n_act, threads) in [(1, 1, 1), (37, 1, 2), (37, 3, 3), (101, 9, 2), (13, 64, 2)]
         {
             check(ty, n_out, cols, n_act, threads);
+        }
+    }
+}
+
+/// The batch sizes that take the repacked path (`packed.rs`: 16 weight rows per group) on
+/// AVX-512, with partial groups and edge-case values: still the one-row kernels' bits.
+#[test]
+fn repacked_batches_equal_row_dots_on_edge_cases() {
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+        for fill in [Fill::Random, Fill::Zero, Fill::Max, Fill::Tiny] {
+            check_filled(ty, 37, 96, 16, 2, fill);
+            check_filled(ty, 16, 32, 12, 1, fill);
         }
     }
 }

@@ -1,0 +1,319 @@
+//! Batched products of the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on repacked
+//! weights, for AVX-512 VNNI: what the engine runs for prompt chunks and for many sequences
+//! decoding together.
+//!
+//! The one-row and four-row kernels spend most of their instructions per block and row on
+//! the block's scales (convert, multiply, broadcast) and unpacking, around the one `vpdpbusd`
+//! that does the arithmetic. Here a group of [`ROWS`] weight rows is repacked first (once per
+//! matrix product, into a buffer that stays in L2) so that the four-byte group `k` of one block
+//! of all sixteen rows fills one 512-bit vector, lane `j` holding row `j`'s bytes, as unsigned
+//! values with a per-type offset (the nibbles of Q4_0 are `q + 8`). One `vpdpbusd` against the
+//! activation's four bytes of group `k`, broadcast, then gives all sixteen rows' integer sums
+//! for that group at once, and the scale product is one vector multiply per block for all
+//! sixteen rows. As in ggml's interleaved layouts, the per-row overhead around the arithmetic
+//! is gone.
+//!
+//! The arithmetic per row is exactly the one-row kernel's (`dot/x86/legacy.rs`, `dot1`): the
+//! kernel keeps eight accumulators, one per four-byte group `k`, which are the eight lanes of
+//! the one-row kernel's accumulator, applies the same FMA with the same scale product per
+//! block, the same minimum terms for the `*_1` types, and ends with the same horizontal-sum
+//! tree. So a row's result is the same bits whichever path computes it: a sequence's output
+//! does not depend on how many others share its batch (the engine's batch invariance).
+//!
+//! The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared
+//! `rust-version`; see `dot/x86/mod.rs`.
+#![allow(clippy::incompatible_msrv)]
+
+use core::arch::x86_64::*;
+
+use crate::activations::QuantizedActivations;
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, as_blocks};
+use crate::matmul::WeightMatrix;
+use crate::types::GgmlType;
+
+/// Weight rows per repacked group (one 32-bit lane each in a 512-bit vector).
+pub(crate) const ROWS: usize = 16;
+
+/// The fewest activation rows for which repacking pays: at 8 rows of a 4096 x 4096 matrix the
+/// four-row kernels were as fast (repacking costs about one pass per group), at 64 the packed
+/// product was 1.5-1.9x faster (`cargo bench -p perch-quant --bench kernels -- batch`).
+pub(crate) const MIN_ACT_ROWS: usize = 12;
+
+/// How a type's values enter the packed product: unsigned bytes `q + offset`, and whether the
+/// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`).
+fn layout(ty: GgmlType) -> Option<(i32, bool)> {
+    Some(match ty {
+        GgmlType::Q4_0 => (8, false),
+        GgmlType::Q5_0 => (16, false),
+        GgmlType::Q8_0 => (128, false),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => (0, true),
+        _ => return None,
+    })
+}
+
+/// Whether `ty` has a packed batch product.
+pub(crate) fn packable(ty: GgmlType) -> bool {
+    layout(ty).is_some()
+}
+
+/// The activations, prepared once per product: per row and block the scale (and Q8_1's sum)
+/// as `f32`, the eight four-byte groups of quants as `i32`, and `-offset · Σ group`.
+pub(crate) struct PreparedActivations {
+    blocks: usize,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    groups: Vec<i32>,
+    correction: Vec<i32>,
+}
+
+impl PreparedActivations {
+    /// Prepares `x` for products with weights of type `ty` (which must be packable and take
+    /// `x`'s type).
+    pub(crate) fn new(ty: GgmlType, x: &QuantizedActivations) -> Self {
+        let (offset, with_min) = layout(ty).expect("packable type");
+        let blocks = x.cols() / 32;
+        let n = x.rows() * blocks;
+        let mut p = PreparedActivations {
+            blocks,
+            d: Vec::with_capacity(n),
+            s: Vec::with_capacity(if with_min { n } else { 0 }),
+            groups: Vec::with_capacity(8 * n),
+            correction: Vec::with_capacity(if offset != 0 { 8 * n } else { 0 }),
+        };
+        for r in 0..x.rows() {
+            let row = x.row(r);
+            if with_min {
+                for b in as_blocks::<BlockQ8_1>(row).expect("Q8_1 rows") {
+                    p.push_block(b.d.to_f32(), &b.qs, offset);
+                    p.s.push(b.s.to_f32());
+                }
+            } else {
+                for b in as_blocks::<BlockQ8_0>(row).expect("Q8_0 rows") {
+                    p.push_block(b.d.to_f32(), &b.qs, offset);
+                }
+            }
+        }
+        p
+    }
+
+    fn push_block(&mut self, d: f32, qs: &[i8; 32], offset: i32) {
+        self.d.push(d);
+        for g in qs.chunks_exact(4) {
+            self.groups.push(i32::from_le_bytes([
+                g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
+            ]));
+            if offset != 0 {
+                let sum: i32 = g.iter().map(|&q| q as i32).sum();
+                self.correction.push(-offset * sum);
+            }
+        }
+    }
+}
+
+/// A group of [`ROWS`] weight rows, repacked: per block eight vectors of 64 bytes (group `k`
+/// of row `j` at bytes `4j..4j + 4` of vector `k`), then the rows' scales and minimums as f32.
+#[derive(Default)]
+pub(crate) struct PackedGroup {
+    q: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+impl PackedGroup {
+    /// Repacks weight rows `o0..o0 + n` (`n <= ROWS`; missing rows are zero) of `w`.
+    pub(crate) fn fill(&mut self, w: &WeightMatrix<'_>, o0: usize, n: usize) {
+        let blocks = w.cols() / 32;
+        self.q.resize(blocks * 8 * 64, 0);
+        self.d.resize(blocks * ROWS, 0.0);
+        self.m.resize(blocks * ROWS, 0.0);
+        let rows: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n { w.row(o0 + j) } else { &[] });
+        // SAFETY: only called when the process's SIMD level is AVX-512 (see `group_dot`).
+        unsafe { fill_avx512(self, w.ty(), &rows, blocks) }
+    }
+}
+
+/// One block's 32 unsigned values as `nibbles32` orders them, with its scale and minimum.
+macro_rules! unpack {
+    ($blk:ty, $row:expr, $b:expr, |$x:ident| $u:expr, $m:expr) => {{
+        let $x = &as_blocks::<$blk>($row).expect("whole blocks")[$b];
+        ($u, $x.d.to_bits(), $m)
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn fill_avx512(g: &mut PackedGroup, ty: GgmlType, rows: &[&[u8]; ROWS], blocks: usize) {
+    use crate::dot::x86::common::{bits32, load32, nibbles32};
+    let b4 = _mm256_set1_epi8(0x10);
+    let x80 = _mm256_set1_epi8(0x80u8 as i8);
+    let lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    let hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    for b in 0..blocks {
+        let mut u = [_mm256_setzero_si256(); ROWS];
+        let mut d = [0u16; ROWS];
+        let mut m = [0u16; ROWS];
+        for (j, row) in rows.iter().enumerate() {
+            if row.is_empty() {
+                continue;
+            }
+            (u[j], d[j], m[j]) = match ty {
+                GgmlType::Q4_0 => unpack!(BlockQ4_0, row, b, |x| nibbles32(&x.qs), 0),
+                GgmlType::Q4_1 => unpack!(BlockQ4_1, row, b, |x| nibbles32(&x.qs), x.m.to_bits()),
+                GgmlType::Q5_0 => unpack!(
+                    BlockQ5_0,
+                    row,
+                    b,
+                    |x| {
+                        let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), b4);
+                        _mm256_or_si256(nibbles32(&x.qs), hi)
+                    },
+                    0
+                ),
+                GgmlType::Q5_1 => unpack!(
+                    BlockQ5_1,
+                    row,
+                    b,
+                    |x| {
+                        let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), b4);
+                        _mm256_or_si256(nibbles32(&x.qs), hi)
+                    },
+                    x.m.to_bits()
+                ),
+                GgmlType::Q8_0 => unpack!(
+                    BlockQ8_0,
+                    row,
+                    b,
+                    |x| _mm256_xor_si256(load32(&x.qs), x80),
+                    0
+                ),
+                _ => unreachable!("packable types only"),
+            };
+        }
+        // Rows i and i + 8 side by side, then an 8 x 8 transpose of 32-bit groups within each
+        // 256-bit half: vector k gets group k of rows 0..8 (low half) and 8..16 (high half).
+        let z: [__m512i; 8] = std::array::from_fn(|i| {
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u[i]), u[i + 8])
+        });
+        let t = [
+            _mm512_unpacklo_epi32(z[0], z[1]),
+            _mm512_unpackhi_epi32(z[0], z[1]),
+            _mm512_unpacklo_epi32(z[2], z[3]),
+            _mm512_unpackhi_epi32(z[2], z[3]),
+            _mm512_unpacklo_epi32(z[4], z[5]),
+            _mm512_unpackhi_epi32(z[4], z[5]),
+            _mm512_unpacklo_epi32(z[6], z[7]),
+            _mm512_unpackhi_epi32(z[6], z[7]),
+        ];
+        let s = [
+            _mm512_unpacklo_epi64(t[0], t[2]),
+            _mm512_unpackhi_epi64(t[0], t[2]),
+            _mm512_unpacklo_epi64(t[1], t[3]),
+            _mm512_unpackhi_epi64(t[1], t[3]),
+            _mm512_unpacklo_epi64(t[4], t[6]),
+            _mm512_unpackhi_epi64(t[4], t[6]),
+            _mm512_unpacklo_epi64(t[5], t[7]),
+            _mm512_unpackhi_epi64(t[5], t[7]),
+        ];
+        let q = &mut g.q[b * 512..(b + 1) * 512];
+        for k in 0..4 {
+            let lo = _mm512_permutex2var_epi64(s[k], lo_idx, s[k + 4]);
+            let hi = _mm512_permutex2var_epi64(s[k], hi_idx, s[k + 4]);
+            // SAFETY: `q` is 512 writable bytes, so bytes `64k..64k + 64` (k < 8) are in it;
+            // unaligned stores.
+            unsafe {
+                _mm512_storeu_si512(q[64 * k..64 * k + 64].as_mut_ptr().cast(), lo);
+                _mm512_storeu_si512(q[64 * (k + 4)..64 * (k + 4) + 64].as_mut_ptr().cast(), hi);
+            }
+        }
+        // SAFETY: `d` and `m` are 32 readable bytes; `g.d` / `g.m` hold 16 floats at
+        // `b * ROWS`; unaligned loads and stores.
+        unsafe {
+            let df = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().cast()));
+            _mm512_storeu_ps(g.d[b * ROWS..(b + 1) * ROWS].as_mut_ptr(), df);
+            let mf = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().cast()));
+            _mm512_storeu_ps(g.m[b * ROWS..(b + 1) * ROWS].as_mut_ptr(), mf);
+        }
+    }
+}
+
+/// `out[j] = dot(weight row j of the group, activation row r)` for the group's sixteen rows.
+pub(crate) fn group_dot(
+    ty: GgmlType,
+    g: &PackedGroup,
+    a: &PreparedActivations,
+    r: usize,
+) -> [f32; ROWS] {
+    let (offset, with_min) = layout(ty).expect("packable type");
+    // SAFETY: only called when the process's SIMD level is AVX-512 (checked by the caller,
+    // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
+    // compiled with.
+    unsafe { group_dot_avx512(g, a, r, offset != 0, with_min) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn group_dot_avx512(
+    g: &PackedGroup,
+    a: &PreparedActivations,
+    r: usize,
+    offset: bool,
+    with_min: bool,
+) -> [f32; ROWS] {
+    let nb = a.blocks;
+    assert_eq!(
+        g.q.len(),
+        nb * 8 * 64,
+        "packed group and activations disagree"
+    );
+    let d = &a.d[r * nb..(r + 1) * nb];
+    let groups = &a.groups[r * nb * 8..(r + 1) * nb * 8];
+    let corr = if offset {
+        &a.correction[r * nb * 8..(r + 1) * nb * 8]
+    } else {
+        &[][..]
+    };
+    let s = if with_min {
+        &a.s[r * nb..(r + 1) * nb]
+    } else {
+        &[][..]
+    };
+    let mut acc = [_mm512_setzero_ps(); 8];
+    let mut macc = _mm512_setzero_ps();
+    for b in 0..nb {
+        let q = &g.q[b * 512..(b + 1) * 512];
+        // SAFETY: `g.d` holds ROWS floats per block (checked length above via `g.q`, filled
+        // together), so 16 floats at `b * ROWS` are readable; unaligned load.
+        let dx = unsafe { _mm512_loadu_ps(g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+        let sc = _mm512_mul_ps(dx, _mm512_set1_ps(d[b]));
+        for k in 0..8 {
+            let init = if offset {
+                _mm512_set1_epi32(corr[b * 8 + k])
+            } else {
+                _mm512_setzero_si512()
+            };
+            // SAFETY: `q` is 512 bytes, so bytes `64k..64k + 64` are readable; unaligned load.
+            let w = unsafe { _mm512_loadu_si512(q[64 * k..64 * k + 64].as_ptr().cast()) };
+            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32(groups[b * 8 + k]));
+            acc[k] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[k]);
+        }
+        if with_min {
+            // SAFETY: as for `dx`.
+            let m = unsafe { _mm512_loadu_ps(g.m[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+            macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(s[b])));
+        }
+    }
+    // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
+    // (.0 + .2, .1 + .3), then their sum.
+    let t0 = _mm512_add_ps(acc[4], acc[0]);
+    let t1 = _mm512_add_ps(acc[5], acc[1]);
+    let t2 = _mm512_add_ps(acc[6], acc[2]);
+    let t3 = _mm512_add_ps(acc[7], acc[3]);
+    let u0 = _mm512_add_ps(t0, t2);
+    let u1 = _mm512_add_ps(t1, t3);
+    let mut sum = _mm512_add_ps(u0, u1);
+    if with_min {
+        sum = _mm512_add_ps(sum, macc);
+    }
+    let mut out = [0f32; ROWS];
+    // SAFETY: `out` is 16 writable floats; unaligned store.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
+    out
+}
