@@ -287,6 +287,9 @@ pub struct Launch {
     pub n: usize,
     /// Constrained decoding: every choice's output must match this grammar.
     pub grammar: Option<perch_grammar::Grammar>,
+    /// Keep generating past end-of-generation tokens (`ignore_eos`, as llama.cpp's server and
+    /// vLLM accept it): the request ends at `max_tokens`, a stop string or the context.
+    pub ignore_eos: bool,
 }
 
 /// Submit `n` generations of `prompt`, each taking a queue slot. The server's limits on the
@@ -336,7 +339,7 @@ pub fn launch(
             sampling,
             max_tokens,
             stop: l.stop.clone(),
-            ignore_eos: false,
+            ignore_eos: l.ignore_eos,
             logprobs: l.logprobs,
             constraint: l.grammar.as_ref().zip(vocab.as_ref()).map(|(g, v)| {
                 Box::new(crate::structured::GrammarConstraint::new(g, v.clone()))

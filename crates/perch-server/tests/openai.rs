@@ -289,3 +289,30 @@ async fn streaming_several_choices_with_logprobs() {
     assert_eq!(text(&bytes, 1), text(&again, 1));
     wait_idle(&state).await;
 }
+
+/// `ignore_eos` (llama.cpp's server and vLLM): the answer that ends by itself within 24
+/// tokens runs on to exactly `max_tokens` and finishes with `length`, beginning with the same
+/// text.
+#[tokio::test]
+async fn ignore_eos_generates_exactly_max_tokens() {
+    let (app, _) = app().await;
+    let mut body = chat_body("What is the capital of France?", 24, false);
+    let (status, short) = send_json(&app, post("/v1/chat/completions", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{short}");
+    assert_eq!(short["choices"][0]["finish_reason"], "stop", "{short}");
+    let short_text = short["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    body["max_tokens"] = json!(64);
+    body["ignore_eos"] = json!(true);
+    let (status, v) = send_json(&app, post("/v1/chat/completions", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 64, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.starts_with(short_text.trim_end()),
+        "{text:?} vs {short_text:?}"
+    );
+}

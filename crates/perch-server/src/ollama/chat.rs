@@ -185,6 +185,7 @@ fn plan(opts: Option<&Options>, defaults: &ModelDefaults) -> Result<Plan, ApiErr
             logprobs: None,
             n: 1,
             grammar: None,
+            ignore_eos: false,
         },
         num_ctx,
     })

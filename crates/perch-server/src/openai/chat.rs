@@ -89,6 +89,7 @@ pub async fn chat_completions(
             logprobs,
             n: v.n,
             grammar,
+            ignore_eos: req.ignore_eos,
         },
     )?;
     let id = new_id("chatcmpl-");

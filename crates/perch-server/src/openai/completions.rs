@@ -121,6 +121,7 @@ pub async fn completions(
             logprobs,
             n: v.n,
             grammar: grammar.clone(),
+            ignore_eos: req.ignore_eos,
         };
         runs.extend(launch(&state, &model, &ids, &l)?);
         echoes.extend(std::iter::repeat_n(echo_text, v.n));

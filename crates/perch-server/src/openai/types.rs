@@ -432,6 +432,10 @@ pub struct ChatRequest {
     /// `guided_*`).
     #[serde(flatten)]
     pub guided: GuidedFields,
+    /// Generate past end-of-generation tokens (llama.cpp's server and vLLM extension; for
+    /// benchmarks that need exact output lengths).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl ChatRequest {
@@ -565,6 +569,10 @@ pub struct CompletionRequest {
     /// `guided_*`).
     #[serde(flatten)]
     pub guided: GuidedFields,
+    /// Generate past end-of-generation tokens (llama.cpp's server and vLLM extension; for
+    /// benchmarks that need exact output lengths).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl CompletionRequest {
