@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use perch_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::draft::{DraftConfig, DraftRequest, Drafter};
 use crate::error::{EngineError, Result};
 use crate::kv::{BlockPool, KvLayout, KvStorage, KvType, PoolStats};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
@@ -42,6 +43,9 @@ pub struct EngineConfig {
     pub kv_type: KvType,
     /// Speculative decoding by prompt lookup (off when `None`).
     pub speculative: Option<Speculative>,
+    /// Speculative decoding with a draft model (off when `None`; not together with
+    /// `speculative`).
+    pub draft: Option<DraftConfig>,
 }
 
 impl EngineConfig {
@@ -82,6 +86,7 @@ impl EngineConfig {
             threads,
             kv_type,
             speculative: None,
+            draft: None,
         }
     }
 
@@ -205,6 +210,14 @@ pub struct EngineStats {
     pub draft_tokens: u64,
     /// Draft tokens the sampler accepted.
     pub draft_accepted: u64,
+    /// Forward passes of the draft model (`--draft-model`).
+    pub draft_model_steps: u64,
+    /// Tokens the draft model computed (catching up with the target, then its guesses).
+    pub draft_model_tokens: u64,
+    /// Time spent in the draft model.
+    pub draft_model_time: Duration,
+    /// Blocks of the draft model's KV cache in use.
+    pub draft_blocks_used: usize,
 }
 
 enum Command {
@@ -262,6 +275,27 @@ impl Engine {
                 "block size, block count, batch and context sizes must be positive".into(),
             ));
         }
+        if cfg.speculative.is_some() && cfg.draft.is_some() {
+            return Err(EngineError::BadConfig(
+                "prompt-lookup speculation (--draft-ngram) and a draft model (--draft-model) \
+                 cannot be used together; choose one"
+                    .into(),
+            ));
+        }
+        let n_vocab = model.config().n_vocab;
+        let drafter = match &cfg.draft {
+            // The draft cache mirrors the target's sequences, with room for each running
+            // sequence's guesses on top (it shares no prefix blocks between sequences).
+            Some(d) => Some(Drafter::new(
+                d.clone(),
+                cfg.n_blocks + cfg.max_running * (d.max_draft + 1).div_ceil(cfg.block_size),
+                cfg.block_size,
+                cfg.kv_type,
+                cfg.max_batch_tokens,
+                n_vocab,
+            )?),
+            None => None,
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads.max(1))
             .thread_name(|i| format!("perch-compute-{i}"))
@@ -281,7 +315,6 @@ impl Engine {
             stats: Mutex::new(EngineStats::default()),
             pending: AtomicUsize::new(0),
         });
-        let n_vocab = model.config().n_vocab;
         let cfg = Arc::new(cfg);
         let mut lp = Loop {
             model,
@@ -300,6 +333,8 @@ impl Engine {
             draft_accepted: 0,
             max_seq_len: cfg.max_seq_len,
             speculative: cfg.speculative,
+            drafter,
+            to_draft: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("perch-engine".into())
@@ -424,6 +459,10 @@ struct Loop {
     draft_accepted: u64,
     max_seq_len: usize,
     speculative: Option<Speculative>,
+    /// The draft model, when drafting with one.
+    drafter: Option<Drafter>,
+    /// Sequences to draft for with the draft model once this step's sampling is done.
+    to_draft: Vec<SeqId>,
 }
 
 impl Loop {
@@ -535,6 +574,11 @@ impl Loop {
     fn step(&mut self) -> Result<()> {
         let plan = self.sched.schedule();
         self.preemptions += plan.preempted.len() as u64;
+        if let Some(d) = &mut self.drafter {
+            for &id in &plan.preempted {
+                d.remove(id);
+            }
+        }
         if plan.seqs.is_empty() {
             return Ok(());
         }
@@ -584,6 +628,40 @@ impl Loop {
                 self.sample(s.id, &rs, &drafts);
             }
         }
+        self.draft_with_model()
+    }
+
+    /// Runs the draft model for the sequences that sampled this step, batched, and sets
+    /// their drafts.
+    fn draft_with_model(&mut self) -> Result<()> {
+        let Some(drafter) = &mut self.drafter else {
+            return Ok(());
+        };
+        let ids = std::mem::take(&mut self.to_draft);
+        let reqs: Vec<DraftRequest<'_>> = ids
+            .iter()
+            .filter_map(|&id| {
+                let (r, seq) = (self.reqs.get(&id)?, self.sched.get(id)?);
+                Some(DraftRequest {
+                    id,
+                    tokens: &seq.tokens,
+                    // No more drafts than tokens the request may still produce after the
+                    // next one.
+                    limit: r.max_tokens.saturating_sub(r.generated + 1),
+                })
+            })
+            .collect();
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let drafts = drafter.propose(&self.pool, &reqs)?;
+        let ids: Vec<SeqId> = reqs.iter().map(|r| r.id).collect();
+        drop(reqs);
+        for (id, d) in ids.into_iter().zip(drafts) {
+            if !d.is_empty() {
+                self.sched.set_drafts(id, &d);
+            }
+        }
         Ok(())
     }
 
@@ -612,6 +690,10 @@ impl Loop {
             self.draft_accepted += accepted as u64;
             if !drafts.is_empty() {
                 self.sched.resolve_drafts(id, accepted);
+                if let (Some(d), Some(seq)) = (&mut self.drafter, self.sched.get(id)) {
+                    // Roll the draft model back to the verified tokens.
+                    d.truncate(id, seq.tokens.len());
+                }
             }
             let room = self.sched.append_token(id, token);
             if !room || done {
@@ -622,8 +704,13 @@ impl Loop {
         }
     }
 
-    /// Sets the next drafts of `id` by prompt lookup, when speculation is on.
+    /// Sets the next drafts of `id` by prompt lookup, or queues it for the draft model,
+    /// when speculation is on.
     fn propose(&mut self, id: SeqId) {
+        if self.drafter.is_some() {
+            self.to_draft.push(id);
+            return;
+        }
         let Some(spec) = self.speculative else {
             return;
         };
@@ -681,6 +768,9 @@ impl Loop {
 
     fn finish(&mut self, id: SeqId, finish: FinishReason) {
         let seq = self.sched.remove(id);
+        if let Some(d) = &mut self.drafter {
+            d.remove(id);
+        }
         let Some(mut r) = self.reqs.remove(&id) else {
             return;
         };
@@ -713,12 +803,16 @@ impl Loop {
 
     fn fail(&mut self, id: SeqId, msg: &str) {
         self.sched.remove(id);
+        if let Some(d) = &mut self.drafter {
+            d.remove(id);
+        }
         if let Some(r) = self.reqs.remove(&id) {
             let _ = r.tx.send(Event::Error(msg.to_string()));
         }
     }
 
     fn publish(&self) {
+        let ds = self.drafter.as_ref().map(|d| d.stats).unwrap_or_default();
         let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         *s = EngineStats {
             waiting: self.sched.n_waiting(),
@@ -729,6 +823,10 @@ impl Loop {
             preemptions: self.preemptions,
             draft_tokens: self.draft_tokens,
             draft_accepted: self.draft_accepted,
+            draft_model_steps: ds.steps,
+            draft_model_tokens: ds.tokens_computed,
+            draft_model_time: ds.time,
+            draft_blocks_used: self.drafter.as_ref().map_or(0, Drafter::blocks_used),
         };
     }
 }
