@@ -192,6 +192,8 @@ pub(crate) struct DraftRequest<'a> {
     pub id: SeqId,
     pub tokens: &'a [u32],
     pub limit: usize,
+    /// Whether an end-of-generation token ends the request (so nothing after it is drafted).
+    pub eog_ends: bool,
 }
 
 /// A sequence's mirror in the draft model's cache.
@@ -220,6 +222,8 @@ pub(crate) struct Drafter {
     max_batch_tokens: usize,
     /// Draft tokens must be ids the target knows.
     target_vocab: usize,
+    /// End-of-generation tokens: drafting stops after one.
+    eog: Vec<u32>,
     pub stats: DrafterStats,
 }
 
@@ -232,6 +236,7 @@ struct Work {
     fed: usize,
     out: Vec<u32>,
     limit: usize,
+    eog_ends: bool,
     done: bool,
 }
 
@@ -239,6 +244,7 @@ impl Drafter {
     /// A drafter whose cache holds `n_blocks` blocks of `block_size` tokens.
     pub fn new(
         cfg: DraftConfig,
+        eog: Vec<u32>,
         n_blocks: usize,
         block_size: usize,
         kv_type: KvType,
@@ -266,6 +272,7 @@ impl Drafter {
             mirrors: HashMap::new(),
             max_batch_tokens: max_batch_tokens.max(1),
             target_vocab,
+            eog,
             stats: DrafterStats::default(),
         })
     }
@@ -319,6 +326,7 @@ impl Drafter {
                 fed: 0,
                 out: Vec::new(),
                 limit: r.limit.min(self.cfg.max_draft),
+                eog_ends: r.eog_ends,
                 done: true,
             };
             // A token the draft model does not have (vocabularies may differ in padding)
@@ -404,7 +412,7 @@ impl Drafter {
                     continue;
                 }
                 w.out.push(token);
-                if w.out.len() >= w.limit {
+                if w.out.len() >= w.limit || (w.eog_ends && self.eog.contains(&token)) {
                     w.done = true;
                 } else {
                     w.pending = vec![token];

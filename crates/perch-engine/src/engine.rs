@@ -288,6 +288,7 @@ impl Engine {
             // sequence's guesses on top (it shares no prefix blocks between sequences).
             Some(d) => Some(Drafter::new(
                 d.clone(),
+                tokenizer.eog_ids().to_vec(),
                 cfg.n_blocks + cfg.max_running * (d.max_draft + 1).div_ceil(cfg.block_size),
                 cfg.block_size,
                 cfg.kv_type,
@@ -648,6 +649,7 @@ impl Loop {
                     // No more drafts than tokens the request may still produce after the
                     // next one.
                     limit: r.max_tokens.saturating_sub(r.generated + 1),
+                    eog_ends: !r.ignore_eos,
                 })
             })
             .collect();
@@ -677,7 +679,14 @@ impl Loop {
             };
             match outcome {
                 Err(msg) => return self.fail(id, &msg),
-                Ok(Some(finish)) => return self.finish(id, finish),
+                Ok(Some(finish)) => {
+                    // The drafts kept before the end count, and the last token when it was
+                    // guessed too (an end-of-generation token, typically).
+                    let last = self.reqs.get(&id).map(|r| r.last);
+                    let hit = last.is_some() && drafts.get(i).copied() == last;
+                    self.draft_accepted += (accepted + usize::from(hit)) as u64;
+                    return self.finish(id, finish);
+                }
                 Ok(None) => {}
             }
             let r = &self.reqs[&id];
@@ -782,6 +791,8 @@ impl Loop {
                 text.push_str(&r.stop.finish());
             }
         }
+        // Whoever reads the counters after the last event sees this request in them.
+        self.publish();
         let now = Instant::now();
         let admitted = r.admitted.unwrap_or(now);
         let first = r.first_token.unwrap_or(now);
