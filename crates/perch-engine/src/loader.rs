@@ -112,7 +112,7 @@ pub enum LoadError {
         /// The draft model's file.
         path: PathBuf,
         /// What failed.
-        source: DraftError,
+        source: Box<DraftError>,
     },
 }
 
@@ -187,7 +187,7 @@ impl ChatModel {
             }
             let err = |source| LoadError::Draft {
                 path: d.path.clone(),
-                source,
+                source: Box::new(source),
             };
             let draft = Model::open(&d.path).map_err(|e| err(DraftError::Model(e)))?;
             let mut dc = DraftConfig::new(Arc::new(draft), &tokenizer).map_err(err)?;
