@@ -12,7 +12,10 @@
 //! anything past it truncated and its blocks released, the rest computed), so rejected
 //! guesses are rolled back and a sequence whose target state was dropped catches up by
 //! itself. Drafting is batched across sequences: one draft-model forward pass per drafted
-//! position computes the next guess of every sequence still drafting.
+//! position computes the next guess of every sequence still drafting. Full blocks of verified
+//! tokens join the draft cache's own prefix cache, so a new sequence with a known prefix (the
+//! next turn of a chat, a shared system prompt, a preempted sequence coming back) takes them
+//! instead of recomputing them.
 //!
 //! A sequence stops drafting early, as llama.cpp's speculative drafting does, when the draft
 //! model's top token has a probability below `p_min` (softmax over its 10 best logits, the
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use perch_tokenizer::Tokenizer;
 
 use crate::error::{EngineError, Result};
-use crate::kv::{BlockPool, BlockTable, KvLayout, KvStorage, KvType};
+use crate::kv::{BlockHash, BlockPool, BlockTable, KvStorage, KvType};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
 use crate::scheduler::SeqId;
 
@@ -125,24 +128,26 @@ pub fn check_vocab(target: &Tokenizer, draft: &Tokenizer) -> Result<(), String> 
             draft.model()
         ));
     }
-    if target.add_bos() != draft.add_bos() || (target.add_bos() && target.bos() != draft.bos()) {
-        return Err(format!(
-            "BOS differs: the target adds {} (id {:?}), the draft {} (id {:?})",
-            target.add_bos(),
-            target.bos(),
-            draft.add_bos(),
-            draft.bos()
-        ));
-    }
-    if target.add_eos() != draft.add_eos() || (target.add_eos() && target.eos() != draft.eos()) {
-        return Err(format!(
-            "EOS differs: the target adds {} (id {:?}), the draft {} (id {:?})",
-            target.add_eos(),
-            target.eos(),
-            draft.add_eos(),
-            draft.eos()
-        ));
-    }
+    // Whether each adds the token, and which: the same, or the id does not matter.
+    let special = |name: &str, t: (bool, Option<u32>), d: (bool, Option<u32>)| {
+        if t.0 != d.0 || (t.0 && t.1 != d.1) {
+            return Err(format!(
+                "{name} differs: the target adds {} (id {:?}), the draft {} (id {:?})",
+                t.0, t.1, d.0, d.1
+            ));
+        }
+        Ok(())
+    };
+    special(
+        "BOS",
+        (target.add_bos(), target.bos()),
+        (draft.add_bos(), draft.bos()),
+    )?;
+    special(
+        "EOS",
+        (target.add_eos(), target.eos()),
+        (draft.add_eos(), draft.eos()),
+    )?;
     let (nt, nd) = (target.n_vocab() as usize, draft.n_vocab() as usize);
     if nt.abs_diff(nd) > MAX_VOCAB_SIZE_DIFFERENCE {
         return Err(format!(
@@ -202,6 +207,8 @@ struct Mirror {
     /// Tokens whose draft-model K and V are computed.
     tokens: Vec<u32>,
     table: BlockTable,
+    /// Hashes of its leading full blocks committed to the draft cache's prefix cache.
+    hashes: Vec<BlockHash>,
 }
 
 /// Counters of the draft model.
@@ -253,16 +260,7 @@ impl Drafter {
     ) -> Result<Drafter> {
         cfg.validate()
             .map_err(|e| EngineError::BadConfig(e.to_string()))?;
-        let c = cfg.model.config();
-        let layout = KvLayout {
-            n_layer: c.n_layer,
-            n_head_kv: c.n_head_kv,
-            head_dim_k: c.head_dim,
-            head_dim_v: c.head_dim_v,
-            block_size,
-            n_blocks,
-            kv_type,
-        };
+        let layout = crate::engine::kv_layout(&cfg.model, block_size, n_blocks, kv_type);
         let kv = KvStorage::new(layout).map_err(EngineError::BadConfig)?;
         Ok(Drafter {
             cfg,
@@ -301,10 +299,48 @@ impl Drafter {
         if len >= m.tokens.len() {
             return;
         }
+        // A committed block (which other sequences may share) is never written again: when
+        // `len` falls inside one, it goes too.
+        let bs = pool.block_size();
+        let len = if len / bs < m.hashes.len() {
+            len / bs * bs
+        } else {
+            len
+        };
+        m.hashes.truncate(len / bs);
         m.tokens.truncate(len);
         let keep = pool.blocks_for(len);
         for b in m.table.blocks.drain(keep.min(m.table.blocks.len())..) {
             pool.release(b);
+        }
+    }
+
+    /// Start an empty mirror with the cached blocks of the longest cached prefix of `tokens`
+    /// (leaving at least the last token to compute), as the scheduler does for the target.
+    fn take_cached_prefix(pool: &mut BlockPool, m: &mut Mirror, tokens: &[u32]) {
+        let bs = pool.block_size();
+        let usable = tokens.len().saturating_sub(1) / bs;
+        for h in BlockHash::chain(&tokens[..usable * bs], bs) {
+            match pool.lookup(h) {
+                Some(b) => {
+                    m.table.blocks.push(b);
+                    m.hashes.push(h);
+                }
+                None => break,
+            }
+        }
+        m.tokens = tokens[..m.hashes.len() * bs].to_vec();
+    }
+
+    /// Commit the mirror's full blocks that lie wholly within its first `verified` tokens.
+    fn commit_full_blocks(pool: &mut BlockPool, m: &mut Mirror, verified: usize) {
+        let bs = pool.block_size();
+        let full = m.tokens.len().min(verified) / bs;
+        while m.hashes.len() < full {
+            let k = m.hashes.len();
+            let h = BlockHash::new(m.hashes.last().copied(), &m.tokens[k * bs..(k + 1) * bs]);
+            pool.commit(m.table.blocks[k], h);
+            m.hashes.push(h);
         }
     }
 
@@ -336,6 +372,9 @@ impl Drafter {
                 && r.tokens.iter().all(|&t| (t as usize) < draft_vocab)
             {
                 let m = self.mirrors.entry(r.id).or_default();
+                if m.table.blocks.is_empty() {
+                    Self::take_cached_prefix(&mut self.pool, m, r.tokens);
+                }
                 let common = m
                     .tokens
                     .iter()
@@ -418,6 +457,13 @@ impl Drafter {
                     w.pending = vec![token];
                     w.fed = 0;
                 }
+            }
+        }
+        // Blocks wholly within the verified tokens join the draft cache's prefix cache (a
+        // block holding guesses may still be rolled back and rewritten).
+        for r in reqs {
+            if let Some(m) = self.mirrors.get_mut(&r.id) {
+                Self::commit_full_blocks(&mut self.pool, m, r.tokens.len());
             }
         }
         self.stats.time += started.elapsed();

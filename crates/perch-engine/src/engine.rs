@@ -97,7 +97,12 @@ impl EngineConfig {
     }
 }
 
-fn kv_layout(model: &Model, block_size: usize, n_blocks: usize, kv_type: KvType) -> KvLayout {
+pub(crate) fn kv_layout(
+    model: &Model,
+    block_size: usize,
+    n_blocks: usize,
+    kv_type: KvType,
+) -> KvLayout {
     let c = model.config();
     KvLayout {
         n_layer: c.n_layer,

@@ -567,3 +567,40 @@ fn draft_settings_are_checked() {
     };
     assert!(e.to_string().contains("--draft-min"), "{e}");
 }
+
+#[test]
+fn the_draft_cache_reuses_known_prefixes() {
+    let f = fixture();
+    let engine =
+        start_drafting(&f, 1024, 128, None, Some(draft_cfg(&f, f.model.clone(), 4))).unwrap();
+    let h = engine.handle();
+    let p = prompt(11, 100);
+    let first = collect(h.submit(request(p.clone(), 20)).unwrap());
+    wait_until("finished", || h.stats().running == 0);
+    let before = h.stats();
+    // The prompt again, then a longer conversation starting with the first exchange.
+    let again = collect(h.submit(request(p.clone(), 20)).unwrap());
+    wait_until("finished", || h.stats().running == 0);
+    let after = h.stats();
+    assert_eq!(first.0, again.0);
+    // The draft model computed only what its cache lacked: the prompt's last partial block
+    // (100 = 6 × 16 + 4) and the guesses, not the whole prompt again.
+    let recomputed = after.draft_model_tokens - before.draft_model_tokens;
+    let first_time = before.draft_model_tokens;
+    assert!(
+        recomputed + 90 <= first_time,
+        "computed {recomputed} tokens the second time, {first_time} the first"
+    );
+    let mut longer = p.clone();
+    longer.extend(&first.0);
+    longer.extend(prompt(12, 30));
+    let alone = {
+        let e = start(&f, 1024, 128);
+        collect(e.handle().submit(request(longer.clone(), 20)).unwrap()).0
+    };
+    assert_eq!(collect(h.submit(request(longer, 20)).unwrap()).0, alone);
+    wait_until("freed", || {
+        let s = h.stats();
+        s.running == 0 && s.pool.used == 0 && s.draft_blocks_used == 0
+    });
+}
