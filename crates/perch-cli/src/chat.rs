@@ -82,6 +82,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
         writeln!(out)?;
         drop(out);
         eprintln!("{}", stats.report());
+        if let Some(line) = generate::speculative_report(&loaded.handle().stats()) {
+            eprintln!("{line}");
+        }
         turns.push(json!({"role": "assistant", "content": reply}));
     }
     Ok(())

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use perch_engine::engine::{Event, FinishReason, GenerationRequest};
+use perch_engine::engine::{EngineStats, Event, FinishReason, GenerationRequest};
 use perch_engine::kv::KvType;
-use perch_engine::loader::{ChatModel, LoadOptions};
+use perch_engine::loader::{ChatModel, DraftOptions, LoadOptions};
 use perch_engine::sampling::SamplingParams;
+use perch_engine::speculative::Speculative;
 use perch_store::Entry;
 use perch_template::ChatTemplate;
 use serde_json::Value;
@@ -33,10 +34,97 @@ pub struct ModelArgs {
     /// KV cache element type: f16, or q8_0 for about half the memory.
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,
+    /// Speculative decoding.
+    #[command(flatten)]
+    pub speculative: SpeculativeArgs,
+}
+
+/// Speculative decoding flags shared by `run`, `chat` and `serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeculativeArgs {
     /// Speculative decoding by prompt lookup: up to N draft tokens per step, guessed from the
     /// context and verified in the same step (same output, fewer steps when text repeats).
     #[arg(long = "draft-ngram", value_name = "N", default_value_t = 0)]
     pub draft_ngram: usize,
+    /// Speculative decoding with a draft model: a smaller GGUF (or store name) with the same
+    /// vocabulary guesses the next tokens, the model verifies them in one step (same output).
+    #[arg(
+        long = "draft-model",
+        value_name = "FILE",
+        conflicts_with = "draft_ngram"
+    )]
+    pub draft_model: Option<String>,
+    /// Most tokens the draft model guesses per step.
+    #[arg(
+        long = "draft-max",
+        value_name = "N",
+        default_value_t = 8,
+        requires = "draft_model"
+    )]
+    pub draft_max: usize,
+    /// Drafts shorter than N tokens are not verified.
+    #[arg(
+        long = "draft-min",
+        value_name = "N",
+        default_value_t = 0,
+        requires = "draft_model"
+    )]
+    pub draft_min: usize,
+    /// The draft model stops guessing at a token whose probability (among its 10 best) is
+    /// below P.
+    #[arg(
+        long = "draft-p-min",
+        value_name = "P",
+        default_value_t = 0.75,
+        requires = "draft_model"
+    )]
+    pub draft_p_min: f32,
+}
+
+impl SpeculativeArgs {
+    /// The loader's speculation settings (the draft model resolved like a model argument:
+    /// a file, a store name, or a reference pulled on first use).
+    pub fn options(&self) -> Result<(Option<Speculative>, Option<DraftOptions>)> {
+        let ngram = (self.draft_ngram > 0).then(|| Speculative::ngram(self.draft_ngram));
+        let draft = match &self.draft_model {
+            None => None,
+            Some(m) => {
+                let (path, _) = crate::store::resolve(m)
+                    .map_err(|e| anyhow::anyhow!("--draft-model {m}: {e}"))?;
+                Some(DraftOptions {
+                    path,
+                    max_draft: self.draft_max,
+                    min_draft: self.draft_min,
+                    p_min: self.draft_p_min,
+                })
+            }
+        };
+        Ok((ngram, draft))
+    }
+}
+
+/// The speculation line of `perch run` and `perch chat`: drafts tried and accepted, tokens
+/// per model step, and the draft model's share of the time. `None` when nothing was drafted.
+pub fn speculative_report(e: &EngineStats) -> Option<String> {
+    if e.draft_tokens == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "speculative: {} draft tokens, {} accepted ({:.0}%), {} model steps",
+        e.draft_tokens,
+        e.draft_accepted,
+        100.0 * e.draft_accepted as f64 / e.draft_tokens as f64,
+        e.steps
+    );
+    if e.draft_model_steps > 0 {
+        line.push_str(&format!(
+            "; draft model: {} steps, {} tokens in {:.2} s",
+            e.draft_model_steps,
+            e.draft_model_tokens,
+            e.draft_model_time.as_secs_f64()
+        ));
+    }
+    Some(line)
 }
 
 /// Sampling flags shared by `run` and `chat`. A flag left out takes the store model's stored
@@ -134,6 +222,7 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<(Loaded, Option<Entry>)> {
         .and_then(Value::as_u64)
         .and_then(|n| usize::try_from(n).ok())
         .filter(|&n| n > 0);
+    let (speculative, draft) = args.speculative.options()?;
     let opts = LoadOptions {
         n_ctx: args.ctx_size.or(stored_ctx),
         parallel: 1,
@@ -142,8 +231,8 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<(Loaded, Option<Entry>)> {
         max_batch_tokens: args.batch_size,
         chat_template,
         kv_type: args.kv_type,
-        speculative: (args.draft_ngram > 0)
-            .then(|| perch_engine::speculative::Speculative::ngram(args.draft_ngram)),
+        speculative,
+        draft,
     };
     if opts.n_ctx == Some(0) {
         anyhow::bail!("--ctx-size must be positive");

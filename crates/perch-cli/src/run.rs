@@ -79,15 +79,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let (_, stats) = generate::generate(&loaded, tokens, &sampling, &stop, &mut out)?;
     writeln!(out)?;
     eprintln!("{}", stats.report());
-    let e = loaded.handle().stats();
-    if e.draft_tokens > 0 {
-        eprintln!(
-            "speculative: {} draft tokens, {} accepted ({:.0}%), {} steps",
-            e.draft_tokens,
-            e.draft_accepted,
-            100.0 * e.draft_accepted as f64 / e.draft_tokens as f64,
-            e.steps
-        );
+    if let Some(line) = generate::speculative_report(&loaded.handle().stats()) {
+        eprintln!("{line}");
     }
     Ok(())
 }

@@ -64,10 +64,10 @@ pub struct ServeArgs {
     /// KV cache element type: f16, or q8_0 for about twice the tokens in the same memory.
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,
-    /// Speculative decoding by prompt lookup: up to N draft tokens per step, guessed from the
-    /// context and verified in the same step (same output, fewer steps when text repeats).
-    #[arg(long = "draft-ngram", value_name = "N", default_value_t = 0)]
-    pub draft_ngram: usize,
+    /// Speculative decoding (a draft model serves every model the server loads, so it must
+    /// share their vocabulary).
+    #[command(flatten)]
+    pub speculative: crate::generate::SpeculativeArgs,
     /// Most tokens computed in one forward step (decode tokens plus prompt chunks).
     #[arg(long = "batch-tokens", default_value_t = 512)]
     pub batch_tokens: usize,
@@ -165,6 +165,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let (speculative, draft) = args.speculative.options()?;
     let config = ServerConfig {
         models,
         load: LoadOptions {
@@ -174,8 +175,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             threads: args.threads,
             max_batch_tokens: args.batch_tokens,
             kv_type: args.kv_type,
-            speculative: (args.draft_ngram > 0)
-                .then(|| perch_engine::speculative::Speculative::ngram(args.draft_ngram)),
+            speculative,
+            draft,
             ..LoadOptions::default()
         },
         access,

@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod attention;
 pub mod config;
+pub mod draft;
 pub mod embed;
 pub mod embedding;
 pub mod engine;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use perch_template::{ChatTemplate, RenderInput, TemplateError};
 use perch_tokenizer::{Tokenizer, TokenizerError};
 
+use crate::draft::{DraftConfig, DraftError};
 use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::error::EngineError;
 use crate::kv::KvType;
@@ -36,6 +37,33 @@ pub struct LoadOptions {
     pub kv_type: KvType,
     /// Speculative decoding by prompt lookup (off when `None`).
     pub speculative: Option<crate::speculative::Speculative>,
+    /// Speculative decoding with a draft model (off when `None`; not with `speculative`).
+    pub draft: Option<DraftOptions>,
+}
+
+/// A draft model to load beside the target (`--draft-model`).
+#[derive(Clone, Debug)]
+pub struct DraftOptions {
+    /// The draft model's GGUF file; its vocabulary must match the target's.
+    pub path: PathBuf,
+    /// Most tokens drafted per step (`--draft-max`).
+    pub max_draft: usize,
+    /// Drafts shorter than this are not verified (`--draft-min`).
+    pub min_draft: usize,
+    /// Drafting stops below this top probability (`--draft-p-min`).
+    pub p_min: f32,
+}
+
+impl DraftOptions {
+    /// `path` with the default settings: 8 tokens per step, no minimum, p_min 0.75.
+    pub fn new(path: impl Into<PathBuf>) -> DraftOptions {
+        DraftOptions {
+            path: path.into(),
+            max_draft: 8,
+            min_draft: 0,
+            p_min: 0.75,
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -49,6 +77,7 @@ impl Default for LoadOptions {
             chat_template: None,
             kv_type: KvType::F16,
             speculative: None,
+            draft: None,
         }
     }
 }
@@ -77,6 +106,14 @@ pub enum LoadError {
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The draft model could not be loaded or does not fit the target.
+    #[error("draft model {path}: {source}")]
+    Draft {
+        /// The draft model's file.
+        path: PathBuf,
+        /// What failed.
+        source: Box<DraftError>,
+    },
 }
 
 /// A loaded chat model with its running engine.
@@ -142,6 +179,31 @@ impl ChatModel {
         );
         cfg.max_batch_tokens = opts.max_batch_tokens.max(1);
         cfg.speculative = opts.speculative;
+        if let Some(d) = &opts.draft {
+            if opts.speculative.is_some() {
+                return Err(LoadError::BadOption(
+                    "--draft-ngram and --draft-model cannot be used together; choose one".into(),
+                ));
+            }
+            let err = |source| LoadError::Draft {
+                path: d.path.clone(),
+                source: Box::new(source),
+            };
+            let draft = Model::open(&d.path).map_err(|e| err(DraftError::Model(e)))?;
+            let mut dc = DraftConfig::new(Arc::new(draft), &tokenizer).map_err(err)?;
+            dc.max_draft = d.max_draft;
+            dc.min_draft = d.min_draft;
+            dc.p_min = d.p_min;
+            dc.validate().map_err(err)?;
+            tracing::info!(
+                path = %d.path.display(),
+                arch = %dc.model().config().arch_name,
+                layers = dc.model().config().n_layer,
+                max_draft = dc.max_draft,
+                "draft model loaded"
+            );
+            cfg.draft = Some(dc);
+        }
         tracing::info!(
             path = %path.display(),
             arch = %model.config().arch_name,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use perch_engine::draft::DraftConfig;
 use perch_engine::engine::{Engine, EngineConfig, Event, FinishReason, GenerationRequest, Usage};
 use perch_engine::kv::KvType;
 use perch_engine::sampling::SamplingParams;
@@ -47,6 +48,16 @@ fn start_with(
     max_batch_tokens: usize,
     speculative: Option<Speculative>,
 ) -> Engine {
+    start_drafting(f, n_blocks, max_batch_tokens, speculative, None).unwrap()
+}
+
+fn start_drafting(
+    f: &Fixture,
+    n_blocks: usize,
+    max_batch_tokens: usize,
+    speculative: Option<Speculative>,
+    draft: Option<DraftConfig>,
+) -> perch_engine::Result<Engine> {
     Engine::start(
         f.model.clone(),
         f.tokenizer.clone(),
@@ -59,9 +70,9 @@ fn start_with(
             threads: 2,
             kv_type: KvType::F16,
             speculative,
+            draft,
         },
     )
-    .unwrap()
 }
 
 fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
@@ -358,4 +369,238 @@ fn a_constraint_masks_and_ends_generation() {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
     wait_until("blocks freed", || h.stats().pool.used == 0);
+}
+
+/// A synthetic model with the fixture's vocabulary (SmolLM2's), written into `dir`.
+fn synth_model(dir: &std::path::Path, name: &str, spec: &SynthSpec) -> Arc<Model> {
+    let path = dir.join(name);
+    let vocab = GgufFile::open(perch_fixtures::smollm2_q4_1()).unwrap();
+    synth::write(spec, &vocab, &path, |_, _| {}).unwrap();
+    Arc::new(Model::open(&path).unwrap())
+}
+
+/// Drafting with `model`, up to `max` tokens per step, never stopping early.
+fn draft_cfg(f: &Fixture, model: Arc<Model>, max: usize) -> DraftConfig {
+    let mut d = DraftConfig::new(model, &f.tokenizer).unwrap();
+    d.max_draft = max;
+    d.p_min = 0.0;
+    d
+}
+
+/// The draft models of the tests: the target itself (every guess right), the target's own
+/// weights quantized to Q4_0 (most guesses right) and an unrelated random model of another
+/// architecture and depth (most guesses wrong, so most drafts are rolled back).
+fn draft_models(f: &Fixture, dir: &std::path::Path) -> Vec<(&'static str, Arc<Model>)> {
+    let mut close = SynthSpec::tiny(Arch::Qwen2, GgmlType::Q4_0, 7);
+    close.n_ctx = 4096;
+    let mut other = SynthSpec::tiny(Arch::Llama, GgmlType::Q8_0, 99);
+    other.n_layer = 1;
+    other.n_ctx = 4096;
+    vec![
+        ("itself", f.model.clone()),
+        ("q4_0", synth_model(dir, "close.gguf", &close)),
+        ("unrelated", synth_model(dir, "other.gguf", &other)),
+    ]
+}
+
+/// Runs `reqs` together on an engine and collects the outputs and final counters, after
+/// checking that every block of both KV caches came back.
+fn run_all(
+    f: &Fixture,
+    reqs: impl Iterator<Item = GenerationRequest>,
+    n_blocks: usize,
+    draft: Option<DraftConfig>,
+) -> (
+    Vec<(Vec<u32>, FinishReason, Usage)>,
+    perch_engine::engine::EngineStats,
+) {
+    let engine = start_drafting(f, n_blocks, 128, None, draft).unwrap();
+    let h = engine.handle();
+    let rxs: Vec<_> = reqs.map(|r| h.submit(r).unwrap()).collect();
+    let outs = rxs.into_iter().map(collect).collect();
+    wait_until("blocks freed", || {
+        let s = h.stats();
+        s.pool.used == 0 && s.draft_blocks_used == 0
+    });
+    (outs, h.stats())
+}
+
+fn mixed_prompts() -> Vec<Vec<u32>> {
+    let mut prompts: Vec<Vec<u32>> = (0..3)
+        .map(|i| prompt(i, 5 + i as usize).repeat(8))
+        .collect();
+    prompts.extend((3..8).map(|i| prompt(i, 20 + 3 * i as usize)));
+    prompts
+}
+
+#[test]
+fn draft_model_speculation_keeps_greedy_outputs_exactly() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = mixed_prompts();
+    let reqs = || prompts.iter().map(|p| request(p.clone(), 40));
+    let (plain, plain_stats) = run_all(&f, reqs(), 1024, None);
+    let n_out: u64 = plain.iter().map(|o| o.0.len() as u64).sum();
+    for (name, model) in draft_models(&f, dir.path()) {
+        let (outs, stats) = run_all(&f, reqs(), 1024, Some(draft_cfg(&f, model.clone(), 4)));
+        for (i, (a, b)) in plain.iter().zip(&outs).enumerate() {
+            assert_eq!(
+                a.0, b.0,
+                "draft {name}, request {i}: the greedy output changed"
+            );
+            assert_eq!((a.1, a.2), (b.1, b.2), "draft {name}, request {i}");
+        }
+        eprintln!("draft {name}: {stats:?} (without: {plain_stats:?})");
+        assert!(stats.draft_tokens > 0, "draft {name}: {stats:?}");
+        assert!(stats.draft_model_steps > 0, "draft {name}: {stats:?}");
+        assert!(stats.draft_accepted <= stats.draft_tokens);
+        match name {
+            "itself" => {
+                // Every guess is the target's own greedy choice.
+                assert_eq!(stats.draft_accepted, stats.draft_tokens, "{stats:?}");
+                // Up to 5 tokens per decode step (4 guesses and the target's next token).
+                assert!(
+                    stats.steps * 3 < plain_stats.steps,
+                    "{stats:?} vs {plain_stats:?}"
+                );
+            }
+            "q4_0" => assert!(
+                stats.draft_accepted > 0 && stats.draft_accepted < stats.draft_tokens,
+                "some guesses right, some rolled back: {stats:?}"
+            ),
+            _ => assert!(
+                stats.draft_accepted * 2 < stats.draft_tokens,
+                "mostly rolled back: {stats:?}"
+            ),
+        }
+        // Under pool pressure, sequences are preempted (their draft state dropped with the
+        // rest) and recomputed; the outputs still agree.
+        let (tight, stats) = run_all(&f, reqs(), 24, Some(draft_cfg(&f, model, 4)));
+        assert!(
+            stats.preemptions > 0,
+            "draft {name}: no preemption: {stats:?}"
+        );
+        for (i, (a, b)) in plain.iter().zip(&tight).enumerate() {
+            assert_eq!(
+                a.0, b.0,
+                "draft {name}, request {i}: changed under preemption"
+            );
+        }
+    }
+    assert!(n_out > 0);
+}
+
+#[test]
+fn draft_model_speculation_keeps_seeded_sampling_exactly() {
+    // Each emitted token is still one draw of the request's sampler from the target's logits
+    // at its position, so a seeded sampler gives the same tokens with or without drafts.
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = mixed_prompts();
+    let reqs = || {
+        prompts.iter().enumerate().map(|(i, p)| {
+            let mut r = request(p.clone(), 32);
+            r.sampling = SamplingParams {
+                temperature: 1.5,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed: Some(i as u64),
+                ..SamplingParams::default()
+            };
+            r
+        })
+    };
+    let (plain, _) = run_all(&f, reqs(), 1024, None);
+    for (name, model) in draft_models(&f, dir.path()) {
+        let (outs, stats) = run_all(&f, reqs(), 1024, Some(draft_cfg(&f, model, 4)));
+        assert!(stats.draft_tokens > 0);
+        for (i, (a, b)) in plain.iter().zip(&outs).enumerate() {
+            assert_eq!(
+                a.0, b.0,
+                "draft {name}, request {i}: the sampled output changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn cancelling_a_drafting_request_frees_the_draft_cache() {
+    let f = fixture();
+    let engine =
+        start_drafting(&f, 1024, 128, None, Some(draft_cfg(&f, f.model.clone(), 6))).unwrap();
+    let h = engine.handle();
+    let mut rx = h.submit(request(prompt(3, 50), 3000)).unwrap();
+    for _ in 0..20 {
+        match rx.blocking_recv() {
+            Some(Event::Token { .. }) => {}
+            other => panic!("expected tokens, got {other:?}"),
+        }
+    }
+    let s = h.stats();
+    assert!(s.draft_blocks_used > 0 && s.draft_model_steps > 0, "{s:?}");
+    drop(rx);
+    wait_until("both caches freed", || {
+        let s = h.stats();
+        s.running == 0 && s.pool.used == 0 && s.draft_blocks_used == 0
+    });
+}
+
+#[test]
+fn draft_settings_are_checked() {
+    let f = fixture();
+    let d = draft_cfg(&f, f.model.clone(), 4);
+    let Err(e) = start_drafting(&f, 64, 128, Some(Speculative::ngram(4)), Some(d.clone())) else {
+        panic!("prompt lookup and a draft model together were accepted");
+    };
+    assert!(e.to_string().contains("--draft-ngram"), "{e}");
+    let mut zero = d.clone();
+    zero.max_draft = 0;
+    let Err(e) = start_drafting(&f, 64, 128, None, Some(zero)) else {
+        panic!("a zero draft length was accepted");
+    };
+    assert!(e.to_string().contains("--draft-max"), "{e}");
+    let mut min = d;
+    min.min_draft = 5;
+    let Err(e) = start_drafting(&f, 64, 128, None, Some(min)) else {
+        panic!("a minimum above the maximum was accepted");
+    };
+    assert!(e.to_string().contains("--draft-min"), "{e}");
+}
+
+#[test]
+fn the_draft_cache_reuses_known_prefixes() {
+    let f = fixture();
+    let engine =
+        start_drafting(&f, 1024, 128, None, Some(draft_cfg(&f, f.model.clone(), 4))).unwrap();
+    let h = engine.handle();
+    let p = prompt(11, 100);
+    let first = collect(h.submit(request(p.clone(), 20)).unwrap());
+    wait_until("finished", || h.stats().running == 0);
+    let before = h.stats();
+    // The prompt again, then a longer conversation starting with the first exchange.
+    let again = collect(h.submit(request(p.clone(), 20)).unwrap());
+    wait_until("finished", || h.stats().running == 0);
+    let after = h.stats();
+    assert_eq!(first.0, again.0);
+    // The draft model computed only what its cache lacked: the prompt's last partial block
+    // (100 = 6 × 16 + 4) and the guesses, not the whole prompt again.
+    let recomputed = after.draft_model_tokens - before.draft_model_tokens;
+    let first_time = before.draft_model_tokens;
+    assert!(
+        recomputed + 90 <= first_time,
+        "computed {recomputed} tokens the second time, {first_time} the first"
+    );
+    let mut longer = p.clone();
+    longer.extend(&first.0);
+    longer.extend(prompt(12, 30));
+    let alone = {
+        let e = start(&f, 1024, 128);
+        collect(e.handle().submit(request(longer.clone(), 20)).unwrap()).0
+    };
+    assert_eq!(collect(h.submit(request(longer, 20)).unwrap()).0, alone);
+    wait_until("freed", || {
+        let s = h.stats();
+        s.running == 0 && s.pool.used == 0 && s.draft_blocks_used == 0
+    });
 }

@@ -125,3 +125,74 @@ fn a_truncated_file_is_an_error_naming_the_section() {
     assert!(matches!(e, EngineError::Gguf(_)), "{e}");
     assert!(e.to_string().contains("truncated"), "{e}");
 }
+
+/// A draft model whose vocabulary differs from the target's is refused at load, naming the
+/// difference (llama.cpp's compatibility rules).
+#[test]
+fn a_draft_model_with_another_vocabulary_is_refused() {
+    use perch_engine::draft::{DraftConfig, check_vocab};
+    use perch_engine::loader::{ChatModel, DraftOptions, LoadOptions};
+    use perch_tokenizer::Tokenizer;
+    use std::sync::Arc;
+
+    let smol_file = GgufFile::open(perch_fixtures::smollm2_q4_1()).unwrap();
+    let smol = Tokenizer::from_gguf(&smol_file).unwrap();
+    check_vocab(&smol, &smol).unwrap();
+    for (name, want) in [
+        ("gpt-2", "the target has 49152 tokens, the draft 50257"),
+        (
+            "llama-spm",
+            "the target's tokenizer is Bpe (gpt2), the draft's Spm (llama)",
+        ),
+        ("starcoder", "token "),
+    ] {
+        let other =
+            Tokenizer::from_gguf(&GgufFile::open(perch_fixtures::vocab(name)).unwrap()).unwrap();
+        let e = check_vocab(&smol, &other).unwrap_err();
+        eprintln!("{name}: {e}");
+        assert!(e.contains(want), "{name}: {e}");
+    }
+
+    // One token's text changed in an otherwise identical model.
+    let dir = tempfile::tempdir().unwrap();
+    let ok = valid(dir.path());
+    let bad = rewrite(&ok, &dir.path().join("vocab.gguf"), |md, _| {
+        let Some(Value::Array(perch_gguf::Array::String(tokens))) =
+            md.get("tokenizer.ggml.tokens").cloned()
+        else {
+            panic!("no token list")
+        };
+        let mut tokens = tokens;
+        tokens[1000] = perch_gguf::GgufString::from_bytes(b"not-a-smollm2-token".to_vec());
+        md.set("tokenizer.ggml.tokens", perch_gguf::Array::String(tokens));
+    });
+    let draft = Arc::new(Model::open(&bad).unwrap());
+    let e = DraftConfig::new(draft, &smol).unwrap_err().to_string();
+    assert!(
+        e.contains("token 1000") && e.contains("not-a-smollm2-token"),
+        "{e}"
+    );
+    assert!(DraftConfig::new(Arc::new(Model::open(&ok).unwrap()), &smol).is_ok());
+
+    // Through the loader, as `--draft-model` reaches it.
+    let opts = LoadOptions {
+        n_ctx: Some(256),
+        draft: Some(DraftOptions::new(&bad)),
+        ..LoadOptions::default()
+    };
+    let e = ChatModel::load(&perch_fixtures::smollm2_q4_1(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("draft model {}", bad.display())) && e.contains("token 1000"),
+        "{e}"
+    );
+    let opts = LoadOptions {
+        draft: Some(DraftOptions::new(dir.path().join("missing.gguf"))),
+        ..opts
+    };
+    let e = ChatModel::load(&perch_fixtures::smollm2_q4_1(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.gguf"), "{e}");
+}

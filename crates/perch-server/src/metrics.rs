@@ -317,7 +317,7 @@ impl Metrics {
         gauge(
             &mut out,
             "perch_speculative_draft_tokens",
-            "Speculative draft tokens computed (prompt lookup, --draft-ngram).",
+            "Speculative draft tokens computed (prompt lookup --draft-ngram, or --draft-model).",
             &|s| s.draft_tokens as f64,
         );
         gauge(
@@ -325,6 +325,24 @@ impl Metrics {
             "perch_speculative_accepted_tokens",
             "Speculative draft tokens accepted by the sampler.",
             &|s| s.draft_accepted as f64,
+        );
+        gauge(
+            &mut out,
+            "perch_speculative_draft_model_steps",
+            "Forward passes of the draft model (--draft-model).",
+            &|s| s.draft_model_steps as f64,
+        );
+        gauge(
+            &mut out,
+            "perch_speculative_draft_model_seconds",
+            "Time spent running the draft model (--draft-model).",
+            &|s| s.draft_model_time.as_secs_f64(),
+        );
+        gauge(
+            &mut out,
+            "perch_speculative_draft_kv_blocks_used",
+            "Blocks of the draft model's KV cache in use (--draft-model).",
+            &|s| s.draft_blocks_used as f64,
         );
         head(
             &mut out,

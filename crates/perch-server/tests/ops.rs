@@ -231,3 +231,43 @@ async fn metrics_count_requests_tokens_and_latencies() {
     }
     assert_eq!(metric(&text, "perch_models_loaded"), Some(1.0));
 }
+
+/// With a draft model (`perch serve --draft-model`), completions are the same under greedy
+/// decoding and the speculation counters appear in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_keeps_completions_and_is_reported_in_metrics() {
+    let body = serde_json::json!({
+        "model": MODEL,
+        "prompt": "The three primary colors are",
+        "max_tokens": 24,
+        "temperature": 0,
+    });
+    let (app, state) = app().await;
+    let (status, plain) = send_json(&app, post("/v1/completions", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{plain}");
+    wait_idle(&state).await;
+
+    let mut cfg = config();
+    let mut draft = perch_engine::loader::DraftOptions::new(perch_fixtures::smollm2_q4_1());
+    draft.p_min = 0.0;
+    cfg.load.draft = Some(draft);
+    let (app, state) = app_with(cfg).await;
+    let (status, drafted) = send_json(&app, post("/v1/completions", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{drafted}");
+    assert_eq!(plain["choices"][0]["text"], drafted["choices"][0]["text"]);
+    assert_eq!(plain["usage"], drafted["usage"]);
+    wait_idle(&state).await;
+    let text = metrics_text(&app).await;
+    let get = |name: &str| {
+        metric(&text, &format!("{name}{{model=\"{MODEL}\"}}"))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+    };
+    let (drafts, accepted) = (
+        get("perch_speculative_draft_tokens"),
+        get("perch_speculative_accepted_tokens"),
+    );
+    assert!(drafts > 0.0 && accepted == drafts, "{drafts} {accepted}");
+    assert!(get("perch_speculative_draft_model_steps") > 0.0);
+    assert!(get("perch_speculative_draft_model_seconds") > 0.0);
+    assert_eq!(get("perch_speculative_draft_kv_blocks_used"), 0.0);
+}

@@ -11,17 +11,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use perch_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::draft::{DraftConfig, DraftRequest, Drafter};
 use crate::error::{EngineError, Result};
-use crate::kv::{BlockPool, KvLayout, KvStorage, KvType, PoolStats};
+use crate::kv::{BlockPool, KvLayout, KvStorage, KvType};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
-use crate::sampling::{Constraint, Logprobs, Sampler, SamplingParams, StopMatcher, logprobs};
+use crate::sampling::{Constraint, Sampler, StopMatcher, logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
 use crate::speculative::Speculative;
+
+mod events;
+pub use events::{EngineStats, Event, FinishReason, GenerationRequest, Timings, Usage};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -42,6 +46,9 @@ pub struct EngineConfig {
     pub kv_type: KvType,
     /// Speculative decoding by prompt lookup (off when `None`).
     pub speculative: Option<Speculative>,
+    /// Speculative decoding with a draft model (off when `None`; not together with
+    /// `speculative`).
+    pub draft: Option<DraftConfig>,
 }
 
 impl EngineConfig {
@@ -82,6 +89,7 @@ impl EngineConfig {
             threads,
             kv_type,
             speculative: None,
+            draft: None,
         }
     }
 
@@ -92,7 +100,12 @@ impl EngineConfig {
     }
 }
 
-fn kv_layout(model: &Model, block_size: usize, n_blocks: usize, kv_type: KvType) -> KvLayout {
+pub(crate) fn kv_layout(
+    model: &Model,
+    block_size: usize,
+    n_blocks: usize,
+    kv_type: KvType,
+) -> KvLayout {
     let c = model.config();
     KvLayout {
         n_layer: c.n_layer,
@@ -103,108 +116,6 @@ fn kv_layout(model: &Model, block_size: usize, n_blocks: usize, kv_type: KvType)
         n_blocks,
         kv_type,
     }
-}
-
-/// One generation request, already tokenized and validated.
-#[derive(Debug)]
-pub struct GenerationRequest {
-    /// Prompt token ids.
-    pub prompt: Vec<u32>,
-    /// Sampling parameters.
-    pub sampling: SamplingParams,
-    /// Most tokens to generate.
-    pub max_tokens: usize,
-    /// Stop strings (not included in the output).
-    pub stop: Vec<String>,
-    /// Keep going past end-of-generation tokens.
-    pub ignore_eos: bool,
-    /// Report the chosen token's log-probability and this many alternatives.
-    pub logprobs: Option<usize>,
-    /// Constrained decoding: only tokens the constraint allows are sampled, and generation
-    /// stops when it is complete. (Log-probabilities are still those of the raw logits.)
-    pub constraint: Option<Box<dyn Constraint>>,
-}
-
-/// Why a generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// End-of-generation token or stop string.
-    Stop,
-    /// `max_tokens` or the context length was reached.
-    Length,
-    /// The request was cancelled (or the engine shut down).
-    Cancelled,
-}
-
-/// Token counts of a finished request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Prompt tokens served from the prefix cache.
-    pub cached_tokens: usize,
-    /// Generated tokens.
-    pub completion_tokens: usize,
-}
-
-/// Timings of a finished request.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Timings {
-    /// From submission to admission.
-    pub queued: Duration,
-    /// From admission to the first generated token.
-    pub prompt: Duration,
-    /// From the first generated token to the end.
-    pub generation: Duration,
-}
-
-/// What a request's stream carries.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// A generated token and the text it completes (may be empty while a character or a
-    /// possible stop string is incomplete).
-    Token {
-        /// Token id.
-        id: u32,
-        /// Text to show now.
-        text: String,
-        /// Log-probabilities, when asked.
-        logprobs: Option<Logprobs>,
-    },
-    /// The end, with any text still held back.
-    Done {
-        /// Remaining text.
-        text: String,
-        /// Why it ended.
-        finish: FinishReason,
-        /// Token counts.
-        usage: Usage,
-        /// Timings.
-        timings: Timings,
-    },
-    /// The request failed.
-    Error(String),
-}
-
-/// Counters the server's metrics read.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EngineStats {
-    /// Requests waiting to be admitted (including ones not yet seen by the loop).
-    pub waiting: usize,
-    /// Sequences running.
-    pub running: usize,
-    /// KV pool counters.
-    pub pool: PoolStats,
-    /// Forward steps run.
-    pub steps: u64,
-    /// Tokens computed by forward steps.
-    pub tokens_computed: u64,
-    /// Sequences preempted because the KV pool ran out (recomputed later).
-    pub preemptions: u64,
-    /// Speculative draft tokens computed.
-    pub draft_tokens: u64,
-    /// Draft tokens the sampler accepted.
-    pub draft_accepted: u64,
 }
 
 enum Command {
@@ -262,6 +173,28 @@ impl Engine {
                 "block size, block count, batch and context sizes must be positive".into(),
             ));
         }
+        if cfg.speculative.is_some() && cfg.draft.is_some() {
+            return Err(EngineError::BadConfig(
+                "prompt-lookup speculation (--draft-ngram) and a draft model (--draft-model) \
+                 cannot be used together; choose one"
+                    .into(),
+            ));
+        }
+        let n_vocab = model.config().n_vocab;
+        let drafter = match &cfg.draft {
+            // The draft cache mirrors the target's sequences, with room for each running
+            // sequence's guesses on top (it shares no prefix blocks between sequences).
+            Some(d) => Some(Drafter::new(
+                d.clone(),
+                tokenizer.eog_ids().to_vec(),
+                cfg.n_blocks + cfg.max_running * (d.max_draft + 1).div_ceil(cfg.block_size),
+                cfg.block_size,
+                cfg.kv_type,
+                cfg.max_batch_tokens,
+                n_vocab,
+            )?),
+            None => None,
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads.max(1))
             .thread_name(|i| format!("perch-compute-{i}"))
@@ -281,7 +214,6 @@ impl Engine {
             stats: Mutex::new(EngineStats::default()),
             pending: AtomicUsize::new(0),
         });
-        let n_vocab = model.config().n_vocab;
         let cfg = Arc::new(cfg);
         let mut lp = Loop {
             model,
@@ -300,6 +232,8 @@ impl Engine {
             draft_accepted: 0,
             max_seq_len: cfg.max_seq_len,
             speculative: cfg.speculative,
+            drafter,
+            to_draft: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("perch-engine".into())
@@ -424,6 +358,10 @@ struct Loop {
     draft_accepted: u64,
     max_seq_len: usize,
     speculative: Option<Speculative>,
+    /// The draft model, when drafting with one.
+    drafter: Option<Drafter>,
+    /// Sequences to draft for with the draft model once this step's sampling is done.
+    to_draft: Vec<SeqId>,
 }
 
 impl Loop {
@@ -535,6 +473,11 @@ impl Loop {
     fn step(&mut self) -> Result<()> {
         let plan = self.sched.schedule();
         self.preemptions += plan.preempted.len() as u64;
+        if let Some(d) = &mut self.drafter {
+            for &id in &plan.preempted {
+                d.remove(id);
+            }
+        }
         if plan.seqs.is_empty() {
             return Ok(());
         }
@@ -584,6 +527,41 @@ impl Loop {
                 self.sample(s.id, &rs, &drafts);
             }
         }
+        self.draft_with_model()
+    }
+
+    /// Runs the draft model for the sequences that sampled this step, batched, and sets
+    /// their drafts.
+    fn draft_with_model(&mut self) -> Result<()> {
+        let Some(drafter) = &mut self.drafter else {
+            return Ok(());
+        };
+        let ids = std::mem::take(&mut self.to_draft);
+        let reqs: Vec<DraftRequest<'_>> = ids
+            .iter()
+            .filter_map(|&id| {
+                let (r, seq) = (self.reqs.get(&id)?, self.sched.get(id)?);
+                Some(DraftRequest {
+                    id,
+                    tokens: &seq.tokens,
+                    // No more drafts than tokens the request may still produce after the
+                    // next one.
+                    limit: r.max_tokens.saturating_sub(r.generated + 1),
+                    eog_ends: !r.ignore_eos,
+                })
+            })
+            .collect();
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let drafts = drafter.propose(&self.pool, &reqs)?;
+        let ids: Vec<SeqId> = reqs.iter().map(|r| r.id).collect();
+        drop(reqs);
+        for (id, d) in ids.into_iter().zip(drafts) {
+            if !d.is_empty() {
+                self.sched.set_drafts(id, &d);
+            }
+        }
         Ok(())
     }
 
@@ -599,7 +577,14 @@ impl Loop {
             };
             match outcome {
                 Err(msg) => return self.fail(id, &msg),
-                Ok(Some(finish)) => return self.finish(id, finish),
+                Ok(Some(finish)) => {
+                    // The drafts kept before the end count, and the last token when it was
+                    // guessed too (an end-of-generation token, typically).
+                    let last = self.reqs.get(&id).map(|r| r.last);
+                    let hit = last.is_some() && drafts.get(i).copied() == last;
+                    self.draft_accepted += (accepted + usize::from(hit)) as u64;
+                    return self.finish(id, finish);
+                }
                 Ok(None) => {}
             }
             let r = &self.reqs[&id];
@@ -612,6 +597,10 @@ impl Loop {
             self.draft_accepted += accepted as u64;
             if !drafts.is_empty() {
                 self.sched.resolve_drafts(id, accepted);
+                if let (Some(d), Some(seq)) = (&mut self.drafter, self.sched.get(id)) {
+                    // Roll the draft model back to the verified tokens.
+                    d.truncate(id, seq.tokens.len());
+                }
             }
             let room = self.sched.append_token(id, token);
             if !room || done {
@@ -622,8 +611,13 @@ impl Loop {
         }
     }
 
-    /// Sets the next drafts of `id` by prompt lookup, when speculation is on.
+    /// Sets the next drafts of `id` by prompt lookup, or queues it for the draft model,
+    /// when speculation is on.
     fn propose(&mut self, id: SeqId) {
+        if self.drafter.is_some() {
+            self.to_draft.push(id);
+            return;
+        }
         let Some(spec) = self.speculative else {
             return;
         };
@@ -681,6 +675,9 @@ impl Loop {
 
     fn finish(&mut self, id: SeqId, finish: FinishReason) {
         let seq = self.sched.remove(id);
+        if let Some(d) = &mut self.drafter {
+            d.remove(id);
+        }
         let Some(mut r) = self.reqs.remove(&id) else {
             return;
         };
@@ -692,6 +689,8 @@ impl Loop {
                 text.push_str(&r.stop.finish());
             }
         }
+        // Whoever reads the counters after the last event sees this request in them.
+        self.publish();
         let now = Instant::now();
         let admitted = r.admitted.unwrap_or(now);
         let first = r.first_token.unwrap_or(now);
@@ -713,12 +712,16 @@ impl Loop {
 
     fn fail(&mut self, id: SeqId, msg: &str) {
         self.sched.remove(id);
+        if let Some(d) = &mut self.drafter {
+            d.remove(id);
+        }
         if let Some(r) = self.reqs.remove(&id) {
             let _ = r.tx.send(Event::Error(msg.to_string()));
         }
     }
 
     fn publish(&self) {
+        let ds = self.drafter.as_ref().map(|d| d.stats).unwrap_or_default();
         let mut s = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         *s = EngineStats {
             waiting: self.sched.n_waiting(),
@@ -729,6 +732,10 @@ impl Loop {
             preemptions: self.preemptions,
             draft_tokens: self.draft_tokens,
             draft_accepted: self.draft_accepted,
+            draft_model_steps: ds.steps,
+            draft_model_tokens: ds.tokens_computed,
+            draft_model_time: ds.time,
+            draft_blocks_used: self.drafter.as_ref().map_or(0, Drafter::blocks_used),
         };
     }
 }
