@@ -265,6 +265,28 @@ mod tests {
     }
 
     #[test]
+    fn dims_too_large_to_count_in_bytes_are_an_error_not_an_overflow() {
+        // 2^61 float elements: the element count fits in u64, the bit count does not.
+        let t = from_raw("huge", DataType::Float, &[1 << 31, 1 << 30], vec![0; 4]);
+        assert_eq!(data_bytes(&t), u64::MAX);
+        let e = to_f32(&t, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("\"huge\"") && e.contains("invalid dims"), "{e}");
+        let model = crate::OnnxModel::from_proto(
+            crate::proto::ModelProto {
+                graph: Some(crate::proto::GraphProto {
+                    initializer: vec![t.clone(), t],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ".",
+        );
+        let s = crate::ModelSummary::of(&model);
+        assert_eq!(s.initializer_bytes, u64::MAX);
+        assert!(model.validate().is_err());
+    }
+
+    #[test]
     fn wrong_byte_count_is_an_error_naming_the_tensor() {
         let mut t = from_f32("w", &[3], &[1.0, 2.0]);
         t.dims = vec![3];
