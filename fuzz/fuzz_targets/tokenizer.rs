@@ -9,11 +9,21 @@
 
 use std::sync::OnceLock;
 
+#[path = "common/decode.rs"]
+mod decode;
+
 use libfuzzer_sys::fuzz_target;
 use perch_gguf::GgufFile;
 use perch_tokenizer::{Tokenizer, VocabKind};
 
-const VOCABS: &[&str] = &["llama-spm", "gpt-2", "llama-bpe", "qwen2", "bert-bge", "phi-3"];
+const VOCABS: &[&str] = &[
+    "llama-spm",
+    "gpt-2",
+    "llama-bpe",
+    "qwen2",
+    "bert-bge",
+    "phi-3",
+];
 
 fn vocabs() -> &'static [(String, Tokenizer)] {
     static V: OnceLock<Vec<(String, Tokenizer)>> = OnceLock::new();
@@ -25,7 +35,10 @@ fn vocabs() -> &'static [(String, Tokenizer)] {
                 let file = GgufFile::open(&path).unwrap_or_else(|e| {
                     panic!("{}: {e}; run `cargo xtask fixtures`", path.display())
                 });
-                (name.to_string(), Tokenizer::from_gguf(&file).expect("the vocab loads"))
+                (
+                    name.to_string(),
+                    Tokenizer::from_gguf(&file).expect("the vocab loads"),
+                )
             })
             .collect()
     })
@@ -60,16 +73,5 @@ fuzz_target!(init: { vocabs(); }, |data: &[u8]| {
     }
     let _ = tok.decode(&ids, true);
     // Arbitrary ids: an error for ids outside the vocabulary, never a panic.
-    let raw: Vec<u32> = rest
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) % (tok.n_vocab() + 16))
-        .collect();
-    let r = tok.decode(&raw, sel & 1 != 0);
-    if raw.iter().any(|&id| id >= tok.n_vocab()) {
-        assert!(r.is_err(), "{name}: invalid ids decoded");
-    }
-    let mut stream = tok.stream_decoder(false);
-    for &id in raw.iter().filter(|&&id| id < tok.n_vocab()) {
-        let _ = stream.push(id);
-    }
+    decode::arbitrary_ids(name, tok, rest, sel & 1 != 0);
 });

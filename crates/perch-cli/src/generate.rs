@@ -212,6 +212,14 @@ pub type Loaded = ChatModel;
 /// the caller applies.
 pub fn load(model: &str, args: &ModelArgs) -> Result<(Loaded, Option<Entry>)> {
     let (path, entry) = crate::store::resolve(model)?;
+    if perch_onnx::is_onnx_file(&path) {
+        anyhow::bail!(
+            "{} is an ONNX model; perch runs ONNX models as embedding models only: serve it with \
+             `perch serve --model {}` and use /v1/embeddings or /api/embed",
+            path.display(),
+            path.display()
+        );
+    }
     let chat_template = match &args.chat_template {
         Some(p) => Some(ChatTemplate::read_file(p)?),
         None => entry.as_ref().and_then(|e| e.manifest.template.clone()),

@@ -34,7 +34,7 @@ pub struct InspectArgs {
 
 /// Runs `perch inspect`.
 pub fn run(args: InspectArgs) -> Result<()> {
-    if crate::onnx::is_onnx(&args.file) {
+    if perch_onnx::is_onnx_file(&args.file) {
         if args.metadata || args.tensors {
             anyhow::bail!(
                 "--metadata and --tensors apply to GGUF files; an ONNX summary lists its metadata"

@@ -2,7 +2,6 @@
 //! `perch quantize model.onnx` (dispatched here when the input is ONNX).
 
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -12,16 +11,6 @@ use perch_onnx::runtime::{OptLevel, optimize};
 use perch_onnx::{ModelSummary, OnnxModel};
 
 use crate::inspect::human_bytes;
-
-/// Whether the file at `path` is an ONNX model (by extension or its first bytes; GGUF files
-/// start with their magic).
-pub fn is_onnx(path: &Path) -> bool {
-    let mut head = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    perch_onnx::looks_like_onnx(path, &head[..n])
-}
 
 /// `perch inspect model.onnx`.
 pub fn inspect(file: &Path, json: bool) -> Result<()> {

@@ -104,7 +104,7 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 
 /// Run the command.
 pub fn run(args: QuantizeArgs) -> Result<()> {
-    if crate::onnx::is_onnx(&args.input) {
+    if perch_onnx::is_onnx_file(&args.input) {
         if args.ftype.is_some() {
             bail!(
                 "{} is an ONNX model: use --mode dynamic-int8, int4 or static-int8 instead of a file type",

@@ -18,9 +18,10 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Arguments of `perch serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A model to serve: a name in the store, a GGUF `PATH` (named after the file) or
-    /// `NAME=PATH`; repeatable. The first is the default model, loaded at start-up; the others,
-    /// and every model in the store, load on first use.
+    /// A model to serve: a name in the store, a GGUF `PATH` (named after the file), an ONNX
+    /// sentence-embedding model `PATH.onnx` (tokenizer.json beside it; run by ONNX Runtime)
+    /// or `NAME=PATH`; repeatable. The first is the default model, loaded at start-up; the
+    /// others, and every model in the store, load on first use.
     #[arg(long = "model", short = 'm', required = true)]
     pub models: Vec<String>,
     /// Address to listen on.
@@ -133,6 +134,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if !m.path.is_file() {
             anyhow::bail!("model file {} does not exist", m.path.display());
         }
+        // ONNX models need ONNX Runtime's library and their tokenizer.json: say so now.
+        perch_server::embeddings::preflight(&m.path)
+            .map_err(|e| anyhow::anyhow!("model `{}`: {e}", m.name))?;
     }
     let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
     names.sort_unstable();

@@ -21,9 +21,12 @@ pub fn resolve(arg: &str) -> Result<(PathBuf, Option<Entry>)> {
     if let Some(entry) = crate::pull::ensure(&store, arg)? {
         return Ok((entry.path.clone(), Some(entry)));
     }
-    // Something that can only be a path (absolute, explicitly relative, or a `.gguf` file)
+    // Something that can only be a path (absolute, explicitly relative, a `.gguf` or `.onnx`
+    // file)
     // gets the file system's own answer rather than the store's.
-    let is_path = ["/", "./", "../"].iter().any(|p| arg.starts_with(p)) || arg.ends_with(".gguf");
+    let is_path = ["/", "./", "../"].iter().any(|p| arg.starts_with(p))
+        || arg.ends_with(".gguf")
+        || arg.ends_with(".onnx");
     if is_path {
         let why = match std::fs::metadata(arg) {
             Err(e) => e.to_string(),
@@ -153,6 +156,15 @@ pub fn import(args: ImportArgs) -> Result<()> {
                 .unwrap_or(stem)
         }
     };
+    if perch_onnx::is_onnx_file(&args.file) {
+        anyhow::bail!(
+            "{} is an ONNX model; the store holds GGUF files. Serve an ONNX embedding model \
+             from its folder (tokenizer.json beside it) with `perch serve --model {}`, or \
+             convert the Hugging Face folder to GGUF with `perch convert`",
+            args.file.display(),
+            args.file.display()
+        );
+    }
     let e = open()?.import(&args.file, &name, !args.no_copy)?;
     println!("imported {} ({})", e.name, human_size(e.manifest.size));
     Ok(())

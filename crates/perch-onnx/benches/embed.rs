@@ -2,8 +2,9 @@
 //!
 //! all-MiniLM-L6-v2 (the int8 ONNX fixture) and paraphrase-MiniLM-L3-v2 (fp32), batch 1 and
 //! batch 32 of short sentences (8 to 20 tokens), one ONNX Runtime thread per physical core
-//! (ONNX Runtime's default). Criterion's elements/s is embeddings per second. The native
-//! GGUF bert engine's counterpart lives with perch-engine's benches.
+//! (ONNX Runtime's default). Criterion's elements/s is embeddings per second. perch's native
+//! GGUF bert engine against ONNX Runtime on the same model, side by side:
+//! `cargo bench -p perch-server --bench embed_backends`.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]

@@ -8,8 +8,8 @@
 //! pooling followed by L2 normalization when they are absent.
 //!
 //! Tokenization is `tokenizers` over `tokenizer.json`, with the file's own padding turned
-//! off (many pad every text to 128 tokens) and truncation set to the model's maximum
-//! sequence length; batches are padded here to their longest member.
+//! off (many pad every text to 128 tokens); inputs longer than the model's maximum sequence
+//! length are cut here (or refused, per call), and batches are padded to their longest member.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,7 @@ use std::sync::Mutex;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, ValueType};
 use serde_json::Value as Json;
-use tokenizers::{
-    Encoding, Token, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Encoding, PostProcessor as _, Token, Tokenizer, TruncationDirection};
 
 use crate::error::{OnnxError, Result};
 use crate::runtime::SessionConfig;
@@ -74,6 +72,43 @@ pub struct Embedding {
     pub vector: Vec<f32>,
     /// Tokens fed to the model, special tokens included.
     pub tokens: usize,
+}
+
+/// Why one input cannot be embedded: the caller's input, not the model, is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The input has no tokens at all.
+    #[error("an input has no tokens")]
+    Empty,
+    /// More tokens than the model reads, and truncation was not asked for.
+    #[error("an input has {tokens} tokens, more than the model's maximum of {max}")]
+    TooLong {
+        /// The input's token count (special tokens included).
+        tokens: usize,
+        /// The model's maximum.
+        max: usize,
+    },
+    /// A token id the tokenizer does not know.
+    #[error("token id {id} is outside the vocabulary (0..{vocab})")]
+    BadToken {
+        /// The id.
+        id: u32,
+        /// The vocabulary size (added tokens included).
+        vocab: usize,
+    },
+    /// The tokenizer refused the text.
+    #[error("cannot tokenize the input: {0}")]
+    Tokenizer(String),
+}
+
+/// One input's token ids, ready for [`OnnxEmbedder::embed_ids`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The ids the model reads.
+    pub ids: Vec<u32>,
+    /// Whether the input was cut to the model's maximum.
+    pub truncated: bool,
 }
 
 /// Options of [`OnnxEmbedder::load`]; `Default` finds everything beside the model.
@@ -131,6 +166,10 @@ pub struct OnnxEmbedder {
     pooling: Pooling,
     normalize: bool,
     max_tokens: usize,
+    /// The configured default of [`OnnxEmbedder::embed`] (per call in `prepare`).
+    truncate: bool,
+    /// Special tokens the post-processor adds to one sequence.
+    n_special: usize,
     batch_size: usize,
     dimension: usize,
     pad_id: u32,
@@ -269,7 +308,12 @@ fn sentence_transformers_config(
     Ok((pooling, normalize, max_len))
 }
 
-pub(crate) fn find_tokenizer(model: &Path) -> Result<PathBuf> {
+/// The tokenizer.json [`OnnxEmbedder::load`] uses by default: beside the model, or one folder
+/// up (the `onnx/model.onnx` layout of Hugging Face repositories).
+///
+/// # Errors
+/// [`OnnxError::Config`] naming the folders searched.
+pub fn find_tokenizer(model: &Path) -> Result<PathBuf> {
     let dirs = search_dirs(model);
     dirs.iter()
         .map(|d| d.join("tokenizer.json"))
@@ -346,18 +390,22 @@ impl OnnxEmbedder {
             .or_else(|| tokenizer.token_to_id("<pad>"))
             .unwrap_or(0);
         tokenizer.with_padding(None);
-        let trunc = cfg.truncate.then_some(TruncationParams {
-            max_length: max_tokens,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        });
+        // Truncation is done here per input (`prepare`), so a too-long input can be counted
+        // and refused when the caller does not want it cut.
         tokenizer
-            .with_truncation(trunc)
+            .with_truncation(None)
             .map_err(|e| OnnxError::Config {
                 path: tok_path.clone(),
-                reason: format!("cannot set truncation: {e}"),
+                reason: format!("cannot turn the file's truncation off: {e}"),
             })?;
+        let n_special = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if n_special >= max_tokens {
+            return Err(OnnxError::Input(format!(
+                "maximum tokens {max_tokens} leaves no room beside the {n_special} special tokens"
+            )));
+        }
 
         let has = |n: &str| session.inputs().iter().any(|i| i.name() == n);
         if !has("input_ids") {
@@ -387,6 +435,8 @@ impl OnnxEmbedder {
             pooling,
             normalize,
             max_tokens,
+            truncate: cfg.truncate,
+            n_special,
             batch_size: cfg.batch_size.max(1),
             dimension: dim.unwrap_or(0),
             pad_id,
@@ -437,42 +487,109 @@ impl OnnxEmbedder {
     }
 
     /// The token ids the model sees for one input (special tokens added, truncated to
-    /// [`OnnxEmbedder::max_tokens`] when truncating).
+    /// [`OnnxEmbedder::max_tokens`] when the embedder was configured to truncate).
+    ///
+    /// # Errors
+    /// [`OnnxError::Input`] with the [`InputError`]'s message.
     pub fn tokenize(&self, input: &EmbedInput) -> Result<Vec<u32>> {
-        let enc = match input {
+        self.prepare(input, self.truncate)
+            .map(|p| p.ids)
+            .map_err(|e| OnnxError::Input(e.to_string()))
+    }
+
+    /// The token ids the model sees for one input: text through the tokenizer, token ids as
+    /// the text's tokens; special tokens added by the tokenizer's post-processor. An input
+    /// longer than [`OnnxEmbedder::max_tokens`] is cut (keeping its special tokens, as
+    /// Hugging Face tokenizers truncate) when `truncate`, else refused.
+    ///
+    /// # Errors
+    /// An [`InputError`]: the caller's input cannot be embedded.
+    pub fn prepare(
+        &self,
+        input: &EmbedInput,
+        truncate: bool,
+    ) -> std::result::Result<Prepared, InputError> {
+        let mut enc = match input {
             EmbedInput::Text(text) => self
                 .tokenizer
-                .encode(text.as_str(), true)
-                .map_err(|e| OnnxError::Input(format!("cannot tokenize the input: {e}")))?,
+                .encode(text.as_str(), false)
+                .map_err(|e| InputError::Tokenizer(e.to_string()))?,
             EmbedInput::Tokens(ids) => {
-                let vocab = self.vocab_size();
                 let mut tokens = Vec::with_capacity(ids.len());
                 for &id in ids {
-                    let value = self.tokenizer.id_to_token(id).ok_or_else(|| {
-                        OnnxError::Input(format!(
-                            "token id {id} is outside the vocabulary (0..{vocab})"
-                        ))
-                    })?;
+                    let value =
+                        self.tokenizer
+                            .id_to_token(id)
+                            .ok_or_else(|| InputError::BadToken {
+                                id,
+                                vocab: self.vocab_size(),
+                            })?;
                     tokens.push(Token::new(id, value, (0, 0)));
                 }
-                let enc = Encoding::from_tokens(tokens, 0);
-                self.tokenizer
-                    .post_process(enc, None, true)
-                    .map_err(|e| OnnxError::Input(format!("cannot prepare the tokens: {e}")))?
+                Encoding::from_tokens(tokens, 0)
             }
         };
+        let total = enc.len() + self.n_special;
+        let truncated = total > self.max_tokens;
+        if truncated {
+            if !truncate {
+                return Err(InputError::TooLong {
+                    tokens: total,
+                    max: self.max_tokens,
+                });
+            }
+            enc.truncate(
+                self.max_tokens - self.n_special,
+                0,
+                TruncationDirection::Right,
+            );
+        }
+        let enc = self
+            .tokenizer
+            .post_process(enc, None, true)
+            .map_err(|e| InputError::Tokenizer(format!("cannot add the special tokens: {e}")))?;
         let ids = enc.get_ids().to_vec();
         if ids.is_empty() {
-            return Err(OnnxError::Input("an input has no tokens".into()));
+            return Err(InputError::Empty);
         }
         if ids.len() > self.max_tokens {
-            return Err(OnnxError::Input(format!(
-                "an input has {} tokens, more than the model's maximum of {}",
-                ids.len(),
-                self.max_tokens
-            )));
+            return Err(InputError::TooLong {
+                tokens: ids.len(),
+                max: self.max_tokens,
+            });
         }
-        Ok(ids)
+        Ok(Prepared { ids, truncated })
+    }
+
+    /// Checks token ids meant to be fed as they are (no special tokens added): not empty,
+    /// inside the vocabulary, and at most [`OnnxEmbedder::max_tokens`] (cut to it when
+    /// `truncate`).
+    ///
+    /// # Errors
+    /// An [`InputError`] naming what is wrong.
+    pub fn check_ids(
+        &self,
+        mut ids: Vec<u32>,
+        truncate: bool,
+    ) -> std::result::Result<Prepared, InputError> {
+        if ids.is_empty() {
+            return Err(InputError::Empty);
+        }
+        let vocab = self.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(InputError::BadToken { id, vocab });
+        }
+        let truncated = ids.len() > self.max_tokens;
+        if truncated {
+            if !truncate {
+                return Err(InputError::TooLong {
+                    tokens: ids.len(),
+                    max: self.max_tokens,
+                });
+            }
+            ids.truncate(self.max_tokens);
+        }
+        Ok(Prepared { ids, truncated })
     }
 
     /// Embeds the inputs, in order. Inputs are grouped by length into batches of up to the

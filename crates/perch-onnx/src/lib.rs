@@ -36,7 +36,9 @@ pub mod runtime;
 mod summary;
 pub mod tensor;
 
-pub use embed::{EmbedInput, EmbedderConfig, Embedding, OnnxEmbedder, Pooling};
+pub use embed::{
+    EmbedInput, EmbedderConfig, Embedding, InputError, OnnxEmbedder, Pooling, Prepared,
+};
 pub use error::{OnnxError, Result};
 pub use model::{KNOWN_OPSETS, MAX_IR_VERSION, OnnxModel, SaveOptions, SaveReport, domain_name};
 pub use summary::{InitializerStats, ModelSummary, ValueSummary};
@@ -51,4 +53,16 @@ pub fn looks_like_onnx(path: &std::path::Path, head: &[u8]) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
         || head.first() == Some(&0x08)
+}
+
+/// Whether the file at `path` is an ONNX model rather than GGUF: [`looks_like_onnx`] on its
+/// first bytes (a file that cannot be read is judged by its extension alone). The CLI and the
+/// server decide the format of a model they are given through this one function.
+pub fn is_onnx_file(path: &std::path::Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    looks_like_onnx(path, &head[..n])
 }

@@ -138,9 +138,12 @@ impl ModelSummary {
             let s = initializers
                 .entry(tensor::type_name(t.data_type()))
                 .or_default();
+            // Hostile dims saturate the counts instead of overflowing them.
             s.count += 1;
-            s.elements += tensor::element_count(t).unwrap_or(0);
-            s.bytes += tensor::data_bytes(t);
+            s.elements = s
+                .elements
+                .saturating_add(tensor::element_count(t).unwrap_or(0));
+            s.bytes = s.bytes.saturating_add(tensor::data_bytes(t));
             if tensor::is_external(t)
                 && let Ok(r) = crate::external::reference(t)
                 && !external_files.contains(&r.location)
@@ -173,7 +176,9 @@ impl ModelSummary {
             outputs: g.output.iter().map(value).collect(),
             node_count: g.node.len(),
             ops,
-            initializer_bytes: initializers.values().map(|s| s.bytes).sum(),
+            initializer_bytes: initializers
+                .values()
+                .fold(0u64, |acc, s| acc.saturating_add(s.bytes)),
             initializers,
             external_files,
             functions: p.functions.len(),

@@ -51,8 +51,14 @@ pub fn data_bytes(t: &TensorProto) -> u64 {
         return 0;
     };
     match element_bits(dt) {
-        Some(bits) => element_count(t).map_or(0, |n| (n * bits).div_ceil(8)),
-        None => t.string_data.iter().map(|s| s.len() as u64).sum(),
+        // Dims too large to count saturate rather than wrap (validation refuses them).
+        Some(bits) => element_count(t).map_or(0, |n| {
+            n.checked_mul(bits).map_or(u64::MAX, |b| b.div_ceil(8))
+        }),
+        None => t
+            .string_data
+            .iter()
+            .fold(0u64, |acc, s| acc.saturating_add(s.len() as u64)),
     }
 }
 
@@ -73,8 +79,11 @@ pub fn raw_bytes<'a>(t: &'a TensorProto, base_dir: &Path) -> Result<Cow<'a, [u8]
             format!("{} tensors have no raw byte form", dt.as_str_name()),
         )
     })?;
-    let n = element_count(t).ok_or_else(|| OnnxError::tensor(name, "invalid dims"))?;
-    let expect = (n * bits).div_ceil(8);
+    let expect = element_count(t)
+        .and_then(|n| n.checked_mul(bits))
+        .map(|b| b.div_ceil(8))
+        .ok_or_else(|| OnnxError::tensor(name, format!("invalid dims {:?}", t.dims)))?;
+    let n = element_count(t).expect("counted above");
     let bytes: Cow<'a, [u8]> = if is_external(t) {
         Cow::Owned(external::read(t, base_dir)?)
     } else if let Some(raw) = &t.raw_data {
@@ -253,6 +262,28 @@ mod tests {
         let dir = Path::new(".");
         assert_eq!(to_f32(&raw, dir).unwrap(), to_f32(&typed, dir).unwrap());
         assert_eq!(data_bytes(&raw), 16);
+    }
+
+    #[test]
+    fn dims_too_large_to_count_in_bytes_are_an_error_not_an_overflow() {
+        // 2^61 float elements: the element count fits in u64, the bit count does not.
+        let t = from_raw("huge", DataType::Float, &[1 << 31, 1 << 30], vec![0; 4]);
+        assert_eq!(data_bytes(&t), u64::MAX);
+        let e = to_f32(&t, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("\"huge\"") && e.contains("invalid dims"), "{e}");
+        let model = crate::OnnxModel::from_proto(
+            crate::proto::ModelProto {
+                graph: Some(crate::proto::GraphProto {
+                    initializer: vec![t.clone(), t],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ".",
+        );
+        let s = crate::ModelSummary::of(&model);
+        assert_eq!(s.initializer_bytes, u64::MAX);
+        assert!(model.validate().is_err());
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub async fn serve(
     if config.models.is_empty() {
         return Err(ServeError::Config("no model given (use --model)".into()));
     }
+    for m in &config.models {
+        embeddings::preflight(&m.path)
+            .map_err(|e| ServeError::Config(format!("model `{}`: {e}", m.name)))?;
+    }
     let timeout = config.shutdown_timeout;
     let tls = match &config.tls {
         Some(files) => {

@@ -79,7 +79,7 @@ impl ModelDefaults {
 pub struct ModelSpec {
     /// The name clients use.
     pub name: String,
-    /// The GGUF file.
+    /// The model file (GGUF, or ONNX for embedding models).
     pub path: PathBuf,
     /// Defaults from the store.
     pub defaults: ModelDefaults,
@@ -88,8 +88,8 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// A spec from `--model`: `NAME=PATH`, or a path whose file name (without `.gguf`) becomes
-    /// the name.
+    /// A spec from `--model`: `NAME=PATH`, or a path whose file name (without `.gguf` or
+    /// `.onnx`) becomes the name.
     pub fn parse(arg: &str) -> Result<ModelSpec, String> {
         let (name, path) = match arg.split_once('=') {
             Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(p)),
@@ -101,6 +101,7 @@ impl ModelSpec {
                     .ok_or_else(|| format!("`{arg}` has no file name"))?;
                 let name = name
                     .strip_suffix(".gguf")
+                    .or_else(|| name.strip_suffix(".onnx"))
                     .map(str::to_string)
                     .unwrap_or(name);
                 (name, path)
@@ -572,6 +573,11 @@ impl Registry {
         Some(SystemTime::now() + keep.saturating_sub(idle))
     }
 
+    /// When the loaded embedding model `m` will be unloaded if idle (`None`: never).
+    pub fn embedder_expires_at(&self, m: &crate::embeddings::LoadedEmbedder) -> Option<SystemTime> {
+        m.expires_at(self.keep_alive, self.is_default(&m.name))
+    }
+
     /// Check keep-alives every `every` until the registry is dropped.
     pub fn spawn_reaper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let reg = Arc::downgrade(self);
@@ -664,5 +670,7 @@ mod tests {
         assert!(s.matches("smol:latest"));
         assert!(!s.matches("smol2"));
         assert!(ModelSpec::parse("/").is_err());
+        let s = ModelSpec::parse("/m/all-MiniLM-L6-v2.onnx").unwrap();
+        assert_eq!(s.name, "all-MiniLM-L6-v2");
     }
 }

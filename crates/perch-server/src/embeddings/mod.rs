@@ -1,14 +1,15 @@
 //! Embeddings: OpenAI's `POST /v1/embeddings`, Ollama's `POST /api/embed` and the legacy
-//! `POST /api/embeddings`, served by any [`Embedder`] (perch's own BERT engine for GGUF
-//! files of architecture `bert`).
+//! `POST /api/embeddings`, served by any [`Embedder`]: perch's own BERT engine for GGUF
+//! files of architecture `bert`, ONNX Runtime ([`onnx::OnnxBackend`]) for ONNX files.
 //!
-//! The registry knows which models embed: a GGUF whose `general.architecture` is `bert`.
-//! Embedding models load on first use like chat models, into their own slots
-//! ([`Embedders`]), each with a batching worker ([`service::EmbedService`]). A chat request
-//! naming an embedding model, or an embedding request naming a chat model, is a 400 that says
-//! which endpoint to use.
+//! The registry knows which models embed: a GGUF whose `general.architecture` is `bert`, and
+//! every ONNX model (perch serves ONNX models as sentence encoders). Embedding models load on
+//! first use like chat models, into their own slots ([`Embedders`]), each with a batching
+//! worker ([`service::EmbedService`]). A chat request naming an embedding model, or an
+//! embedding request naming a chat model, is a 400 that says which endpoint to use.
 
 mod ollama;
+pub mod onnx;
 mod openai;
 pub mod service;
 
@@ -35,14 +36,42 @@ pub fn routes() -> Router<AppState> {
 
 /// Whether the model file at `path` is an embedding model (read from its header only).
 pub fn is_embedding_model(path: &Path) -> bool {
-    perch_engine::embedding::is_embedding_gguf(path).unwrap_or(false)
+    perch_onnx::is_onnx_file(path)
+        || perch_engine::embedding::is_embedding_gguf(path).unwrap_or(false)
 }
 
-/// Load the embedding model at `path` with `threads` compute threads.
+/// Load the embedding model at `path` with `threads` compute threads: ONNX files through
+/// ONNX Runtime, GGUF files on perch's engine.
 pub fn load_embedder(path: &Path, threads: Option<usize>) -> Result<Arc<dyn Embedder>, String> {
+    if perch_onnx::is_onnx_file(path) {
+        return onnx::OnnxBackend::load(path, threads)
+            .map(|m| Arc::new(m) as Arc<dyn Embedder>)
+            .map_err(|e| e.to_string());
+    }
     perch_engine::EmbeddingModel::load(path, threads)
         .map(|m| Arc::new(m) as Arc<dyn Embedder>)
         .map_err(|e| e.to_string())
+}
+
+/// What can be checked about the model file at `path` before serving it, without loading
+/// it: for an ONNX model, that ONNX Runtime's library loads and a tokenizer.json is beside
+/// the model. The server runs this for every `--model` at start, so a missing library is
+/// one clear error then rather than a failure on the first request.
+///
+/// # Errors
+/// A message naming the model and what is missing (with how to get it).
+pub fn preflight(path: &Path) -> Result<(), String> {
+    if !perch_onnx::is_onnx_file(path) {
+        return Ok(());
+    }
+    perch_onnx::runtime::environment().map_err(|e| {
+        format!(
+            "{} is an ONNX model, served through ONNX Runtime: {e}",
+            path.display()
+        )
+    })?;
+    perch_onnx::embed::find_tokenizer(path).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// A loaded embedding model and its bookkeeping.
@@ -50,6 +79,8 @@ pub fn load_embedder(path: &Path, threads: Option<usize>) -> Result<Arc<dyn Embe
 pub struct LoadedEmbedder {
     /// The name clients use.
     pub name: String,
+    /// The model file.
+    pub path: std::path::PathBuf,
     /// The model behind its batching worker.
     pub service: EmbedService,
     /// When it was loaded.
@@ -82,15 +113,30 @@ impl LoadedEmbedder {
         })
     }
 
-    fn expired(&self, default: Duration, is_default: bool) -> bool {
-        let (last, keep) = *self.used();
-        let keep = match keep {
+    /// How long it stays loaded once idle (`None`: until unloaded by hand or shutdown).
+    fn keep_for(&self, default: Duration, is_default: bool) -> Option<Duration> {
+        match self.used().1 {
             KeepAlive::For(d) => Some(d),
             KeepAlive::Forever => None,
             KeepAlive::ServerDefault if is_default => None,
             KeepAlive::ServerDefault => Some(default),
-        };
-        self.in_flight.load(Ordering::Acquire) == 0 && keep.is_some_and(|k| last.elapsed() >= k)
+        }
+    }
+
+    fn expired(&self, default: Duration, is_default: bool) -> bool {
+        let last = self.used().0;
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .keep_for(default, is_default)
+                .is_some_and(|k| last.elapsed() >= k)
+    }
+
+    /// When its keep-alive runs out if no request comes (`None`: it does not), with the
+    /// server's `default` keep-alive; the server's default model is kept.
+    pub fn expires_at(&self, default: Duration, is_default: bool) -> Option<SystemTime> {
+        let keep = self.keep_for(default, is_default)?;
+        let idle = self.used().0.elapsed();
+        Some(SystemTime::now() + keep.saturating_sub(idle))
     }
 }
 
@@ -154,6 +200,7 @@ impl Embedders {
         let service = EmbedService::start(embedder).map_err(ApiError::internal)?;
         let m = Arc::new(LoadedEmbedder {
             name: spec.name.clone(),
+            path: spec.path.clone(),
             service,
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
@@ -214,7 +261,8 @@ pub fn not_an_embedding_model(name: &str) -> ApiError {
         "model",
         format!(
             "model `{name}` is a chat model and does not produce embeddings; name an embedding \
-             model (such as a bert GGUF) for /v1/embeddings, /api/embed and /api/embeddings"
+             model (a bert GGUF or an ONNX sentence encoder) for /v1/embeddings, /api/embed \
+             and /api/embeddings"
         ),
     )
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rfc3339;
+use crate::embeddings::onnx::OnnxFacts;
 use crate::error::{ApiError, Ollama, OllamaJson};
 use crate::state::{AppState, ModelSpec};
 
@@ -70,6 +71,29 @@ fn details(f: &GgufFile) -> Value {
     })
 }
 
+/// What a model file says about itself: a GGUF's header, or an ONNX model's summary.
+enum ModelFile {
+    Gguf(std::sync::Arc<GgufFile>),
+    Onnx(Box<OnnxFacts>),
+}
+
+impl ModelFile {
+    /// Ollama's `details` object.
+    fn details(&self) -> Value {
+        match self {
+            ModelFile::Gguf(f) => details(f),
+            ModelFile::Onnx(o) => json!({
+                "parent_model": "",
+                "format": "onnx",
+                "family": o.family,
+                "families": [o.family],
+                "parameter_size": human_count(o.parameters()),
+                "quantization_level": o.quantization(),
+            }),
+        }
+    }
+}
+
 struct FileFacts {
     size: u64,
     modified: SystemTime,
@@ -83,13 +107,23 @@ fn facts(path: &Path) -> Option<FileFacts> {
     })
 }
 
-/// Open a model's GGUF (a memory map; cheap) off the async runtime.
-async fn open(spec: &ModelSpec) -> Result<std::sync::Arc<GgufFile>, ApiError> {
+/// Open a model's file off the async runtime: a GGUF's memory map (cheap), or an ONNX
+/// model's summary.
+async fn open(spec: &ModelSpec) -> Result<ModelFile, ApiError> {
     let path = spec.path.clone();
-    tokio::task::spawn_blocking(move || GgufFile::open(&path).map(std::sync::Arc::new))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+    tokio::task::spawn_blocking(move || {
+        if perch_onnx::is_onnx_file(&path) {
+            OnnxFacts::read(&path)
+                .map(|o| ModelFile::Onnx(Box::new(o)))
+                .map_err(ApiError::internal)
+        } else {
+            GgufFile::open(&path)
+                .map(|f| ModelFile::Gguf(std::sync::Arc::new(f)))
+                .map_err(ApiError::internal)
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// `GET /api/tags`: every model the server can serve.
@@ -99,7 +133,7 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, Ollama> 
         let details = match state.registry.loaded_model(&spec.name) {
             Some(m) => details(m.chat.model().file()),
             None => match open(&spec).await {
-                Ok(f) => details(&f),
+                Ok(f) => f.details(),
                 Err(_) => continue,
             },
         };
@@ -121,18 +155,20 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, Ollama> 
     Ok(Json(json!({"models": models})))
 }
 
-/// `GET /api/ps`: the loaded models.
+/// Not unloaded by a keep-alive: a far-off time, as Ollama reports for -1.
+fn never() -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799)
+}
+
+/// `GET /api/ps`: the loaded models, chat and embedding.
 pub async fn ps(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state
+    let mut models: Vec<Value> = state
         .registry
         .loaded()
         .iter()
         .map(|m| {
             let size = facts(m.chat.path()).map_or(0, |f| f.size);
-            // Not unloaded by a keep-alive: a far-off time, as Ollama reports for -1.
-            let expires = state.registry.expires_at(m).unwrap_or(
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
-            );
+            let expires = state.registry.expires_at(m).unwrap_or_else(never);
             json!({
                 "name": tagged(&m.name),
                 "model": tagged(&m.name),
@@ -144,6 +180,27 @@ pub async fn ps(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
+    for m in state.registry.embedders().loaded() {
+        let spec = ModelSpec {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            defaults: Default::default(),
+            sha256: None,
+        };
+        let Ok(file) = open(&spec).await else {
+            continue;
+        };
+        let expires = state.registry.embedder_expires_at(&m).unwrap_or_else(never);
+        models.push(json!({
+            "name": tagged(&m.name),
+            "model": tagged(&m.name),
+            "size": facts(&m.path).map_or(0, |f| f.size),
+            "details": file.details(),
+            "expires_at": rfc3339(expires),
+            "size_vram": 0,
+            "context_length": m.service.embedder().max_tokens(),
+        }));
+    }
     Json(json!({"models": models}))
 }
 
@@ -187,9 +244,39 @@ pub async fn show(
         return Err(ApiError::invalid_param("model", "`model` is required").into());
     }
     let spec = state.registry.spec(Some(&name))?;
+    let embedding = state.registry.is_embedding(&spec).await;
+    let capabilities = if embedding {
+        json!(["embedding"])
+    } else {
+        json!(["completion"])
+    };
+    let modified = facts(&spec.path).map_or(SystemTime::UNIX_EPOCH, |f| f.modified);
+    let parameters = spec
+        .defaults
+        .parameters
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let modelfile = format!("# Served by perch\nFROM {}\n", spec.path.display());
     let file = match state.registry.loaded_model(&spec.name) {
         Some(m) => m.chat.model().file().clone(),
-        None => open(&spec).await?,
+        None => match open(&spec).await? {
+            ModelFile::Gguf(f) => f,
+            ModelFile::Onnx(o) => {
+                return Ok(Json(json!({
+                    "license": "",
+                    "modelfile": modelfile,
+                    "parameters": parameters,
+                    "system": spec.defaults.system,
+                    "template": "",
+                    "details": ModelFile::Onnx(o.clone()).details(),
+                    "model_info": onnx_model_info(&o),
+                    "capabilities": capabilities,
+                    "modified_at": rfc3339(modified),
+                })));
+            }
+        },
     };
     let mut info = Map::new();
     for (k, v) in file.metadata().iter() {
@@ -209,24 +296,39 @@ pub async fn show(
             .unwrap_or("")
             .to_string(),
     };
-    let modified = facts(&spec.path).map_or(SystemTime::UNIX_EPOCH, |f| f.modified);
     Ok(Json(json!({
         "license": file.opt_str("general.license").ok().flatten().unwrap_or(""),
-        "modelfile": format!("# Served by perch\nFROM {}\n", spec.path.display()),
-        "parameters": spec
-            .defaults
-            .parameters
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        "modelfile": modelfile,
+        "parameters": parameters,
         "system": spec.defaults.system,
         "template": template,
         "details": details(&file),
         "model_info": info,
-        "capabilities": ["completion"],
+        "capabilities": capabilities,
         "modified_at": rfc3339(modified),
     })))
+}
+
+/// `/api/show`'s `model_info` for an ONNX model: its format facts and metadata properties,
+/// under GGUF-like keys.
+fn onnx_model_info(o: &OnnxFacts) -> Map<String, Value> {
+    let s = &o.summary;
+    let mut info = Map::new();
+    info.insert("general.architecture".into(), json!(o.family));
+    info.insert("general.file_format".into(), json!("onnx"));
+    info.insert("general.parameter_count".into(), json!(o.parameters()));
+    info.insert("onnx.ir_version".into(), json!(s.ir_version));
+    if !s.producer.is_empty() {
+        info.insert("onnx.producer".into(), json!(s.producer));
+    }
+    for (domain, version) in &s.opset_imports {
+        info.insert(format!("onnx.opset.{domain}"), json!(version));
+    }
+    info.insert("onnx.node_count".into(), json!(s.node_count));
+    for (k, v) in &s.metadata {
+        info.insert(format!("onnx.metadata.{k}"), json!(v));
+    }
+    info
 }
 
 #[cfg(test)]

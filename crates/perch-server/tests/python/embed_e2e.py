@@ -2,7 +2,10 @@
 Python clients: `client.embeddings.create` (floats and the client's default base64 decoding,
 lists, token arrays, dimensions) and `ollama.Client.embed` / `embeddings`, next to a chat model.
 
-Usage: python embed_e2e.py BASE_URL CHAT_MODEL EMBED_MODEL API_KEY
+Usage: python embed_e2e.py BASE_URL CHAT_MODEL EMBED_MODEL API_KEY [MAX_TOKENS]
+
+MAX_TOKENS is the embedding model's input limit (512 for MiniLM converted to GGUF, 256 for an
+ONNX export with sentence-transformers' sentence_bert_config.json beside it).
 
 Run by crates/perch-cli/tests/serve_embed.rs against `perch serve` on loopback. Prints one
 line per check and a closing "N passed, N failed" line; exits non-zero when any check fails.
@@ -16,6 +19,7 @@ import ollama
 import openai
 
 BASE, CHAT, EMB, KEY = sys.argv[1:5]
+MAX_TOKENS = int(sys.argv[5]) if len(sys.argv) > 5 else 512
 PUBLISHED = [0.067657, 0.063496, 0.048713, 0.079305, 0.037448]
 SENTENCE = "This is an example sentence"
 
@@ -112,11 +116,11 @@ def ollama_embed():
     assert r.prompt_eval_count == 11, r.prompt_eval_count
     assert r.model == EMB
     long = ol.embed(model=EMB, input="word " * 600)
-    assert long.prompt_eval_count == 512
+    assert long.prompt_eval_count == MAX_TOKENS, long.prompt_eval_count
     try:
         ol.embed(model=EMB, input="word " * 600, truncate=False)
     except ollama.ResponseError as e:
-        assert e.status_code == 400 and "512" in e.error, e.error
+        assert e.status_code == 400 and str(MAX_TOKENS) in e.error, e.error
     else:
         raise AssertionError("an over-long input was accepted with truncate=False")
 
