@@ -13,12 +13,14 @@
 //! sixteen rows. As in ggml's interleaved layouts, the per-row overhead around the arithmetic
 //! is gone.
 //!
-//! The arithmetic per row is exactly the one-row kernel's (`dot/x86/legacy.rs`, `dot1`): the
-//! kernel keeps eight accumulators, one per four-byte group `k`, which are the eight lanes of
-//! the one-row kernel's accumulator, applies the same FMA with the same scale product per
-//! block, the same minimum terms for the `*_1` types, and ends with the same horizontal-sum
-//! tree. So a row's result is the same bits whichever path computes it: a sequence's output
-//! does not depend on how many others share its batch (the engine's batch invariance).
+//! The arithmetic per row is exactly the one-row kernel's (`dot/x86/legacy.rs`): the kernel
+//! keeps eight accumulators, one per four-byte group `k`, which are the eight lanes of the
+//! one-row kernel's accumulator (sixteen for the types whose one-row kernel alternates two
+//! accumulators over even and odd blocks: Q4_0, Q5_0, Q5_1, Q8_0), applies the same FMA with
+//! the same scale product per block, the same minimum terms for the `*_1` types, and ends
+//! with the same sums and horizontal-sum tree. So a row's result is the same bits whichever
+//! path computes it: a sequence's output does not depend on how many others share its batch
+//! (the engine's batch invariance).
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared
 //! `rust-version`; see `dot/x86/mod.rs`.
@@ -39,14 +41,16 @@ pub(crate) const ROWS: usize = 16;
 /// product was 1.5-1.9x faster (`cargo bench -p perch-quant --bench kernels -- batch`).
 pub(crate) const MIN_ACT_ROWS: usize = 12;
 
-/// How a type's values enter the packed product: unsigned bytes `q + offset`, and whether the
-/// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`).
-fn layout(ty: GgmlType) -> Option<(i32, bool)> {
+/// How a type's values enter the packed product: unsigned bytes `q + offset`, whether the
+/// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`), and
+/// whether the one-row kernel alternates two accumulators (even and odd blocks).
+fn layout(ty: GgmlType) -> Option<(i32, bool, bool)> {
     Some(match ty {
-        GgmlType::Q4_0 => (8, false),
-        GgmlType::Q5_0 => (16, false),
-        GgmlType::Q8_0 => (128, false),
-        GgmlType::Q4_1 | GgmlType::Q5_1 => (0, true),
+        GgmlType::Q4_0 => (8, false, true),
+        GgmlType::Q5_0 => (16, false, true),
+        GgmlType::Q8_0 => (128, false, true),
+        GgmlType::Q4_1 => (0, true, false),
+        GgmlType::Q5_1 => (0, true, true),
         _ => return None,
     })
 }
@@ -70,7 +74,7 @@ impl PreparedActivations {
     /// Prepares `x` for products with weights of type `ty` (which must be packable and take
     /// `x`'s type).
     pub(crate) fn new(ty: GgmlType, x: &QuantizedActivations) -> Self {
-        let (offset, with_min) = layout(ty).expect("packable type");
+        let (offset, with_min, _) = layout(ty).expect("packable type");
         let blocks = x.cols() / 32;
         let n = x.rows() * blocks;
         let mut p = PreparedActivations {
@@ -242,11 +246,34 @@ pub(crate) fn group_dot(
     a: &PreparedActivations,
     r: usize,
 ) -> [f32; ROWS] {
-    let (offset, with_min) = layout(ty).expect("packable type");
+    let (offset, with_min, two) = layout(ty).expect("packable type");
     // SAFETY: only called when the process's SIMD level is AVX-512 (checked by the caller,
     // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
     // compiled with.
-    unsafe { group_dot_avx512(g, a, r, offset != 0, with_min) }
+    unsafe { group_dot_avx512(g, a, r, offset != 0, with_min, two) }
+}
+
+/// Adds block `$b`'s products to the eight accumulators `$acc`.
+macro_rules! block_step {
+    ($acc:ident, $b:expr, $g:ident, $d:ident, $groups:ident, $corr:ident, $offset:ident) => {{
+        let b = $b;
+        let q = &$g.q[b * 512..(b + 1) * 512];
+        // SAFETY: `g.d` holds ROWS floats per block (its length matches `g.q`'s, checked by the
+        // caller), so 16 floats at `b * ROWS` are readable; unaligned load.
+        let dx = unsafe { _mm512_loadu_ps($g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+        let sc = _mm512_mul_ps(dx, _mm512_set1_ps($d[b]));
+        for k in 0..8 {
+            let init = if $offset {
+                _mm512_set1_epi32($corr[b * 8 + k])
+            } else {
+                _mm512_setzero_si512()
+            };
+            // SAFETY: `q` is 512 bytes, so bytes `64k..64k + 64` are readable; unaligned load.
+            let w = unsafe { _mm512_loadu_si512(q[64 * k..64 * k + 64].as_ptr().cast()) };
+            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32($groups[b * 8 + k]));
+            $acc[k] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), $acc[k]);
+        }
+    }};
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
@@ -256,11 +283,11 @@ fn group_dot_avx512(
     r: usize,
     offset: bool,
     with_min: bool,
+    two: bool,
 ) -> [f32; ROWS] {
     let nb = a.blocks;
-    assert_eq!(
-        g.q.len(),
-        nb * 8 * 64,
+    assert!(
+        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && g.m.len() == nb * ROWS,
         "packed group and activations disagree"
     );
     let d = &a.d[r * nb..(r + 1) * nb];
@@ -276,26 +303,30 @@ fn group_dot_avx512(
         &[][..]
     };
     let mut acc = [_mm512_setzero_ps(); 8];
-    let mut macc = _mm512_setzero_ps();
-    for b in 0..nb {
-        let q = &g.q[b * 512..(b + 1) * 512];
-        // SAFETY: `g.d` holds ROWS floats per block (checked length above via `g.q`, filled
-        // together), so 16 floats at `b * ROWS` are readable; unaligned load.
-        let dx = unsafe { _mm512_loadu_ps(g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
-        let sc = _mm512_mul_ps(dx, _mm512_set1_ps(d[b]));
-        for k in 0..8 {
-            let init = if offset {
-                _mm512_set1_epi32(corr[b * 8 + k])
-            } else {
-                _mm512_setzero_si512()
-            };
-            // SAFETY: `q` is 512 bytes, so bytes `64k..64k + 64` are readable; unaligned load.
-            let w = unsafe { _mm512_loadu_si512(q[64 * k..64 * k + 64].as_ptr().cast()) };
-            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32(groups[b * 8 + k]));
-            acc[k] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[k]);
+    if two {
+        // Even blocks into `acc`, odd ones into `acc1`, as the one-row kernel's two chains.
+        let mut acc1 = [_mm512_setzero_ps(); 8];
+        let mut b = 0;
+        while b + 1 < nb {
+            block_step!(acc, b, g, d, groups, corr, offset);
+            block_step!(acc1, b + 1, g, d, groups, corr, offset);
+            b += 2;
         }
-        if with_min {
-            // SAFETY: as for `dx`.
+        if b < nb {
+            block_step!(acc, b, g, d, groups, corr, offset);
+        }
+        for k in 0..8 {
+            acc[k] = _mm512_add_ps(acc[k], acc1[k]);
+        }
+    } else {
+        for b in 0..nb {
+            block_step!(acc, b, g, d, groups, corr, offset);
+        }
+    }
+    let mut macc = _mm512_setzero_ps();
+    if with_min {
+        for b in 0..nb {
+            // SAFETY: `g.m` holds ROWS floats per block (asserted above); unaligned load.
             let m = unsafe { _mm512_loadu_ps(g.m[b * ROWS..(b + 1) * ROWS].as_ptr()) };
             macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(s[b])));
         }
