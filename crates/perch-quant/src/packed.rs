@@ -325,10 +325,10 @@ fn group_dot_avx512(
     }
     let mut macc = _mm512_setzero_ps();
     if with_min {
-        for b in 0..nb {
-            // SAFETY: `g.m` holds ROWS floats per block (asserted above); unaligned load.
-            let m = unsafe { _mm512_loadu_ps(g.m[b * ROWS..(b + 1) * ROWS].as_ptr()) };
-            macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(s[b])));
+        for (m, &sb) in g.m.chunks_exact(ROWS).zip(s) {
+            // SAFETY: `m` is ROWS = 16 readable floats; unaligned load.
+            let m = unsafe { _mm512_loadu_ps(m.as_ptr()) };
+            macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(sb)));
         }
     }
     // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
