@@ -228,10 +228,12 @@ pub fn matmul_multi_at(
     let threads = rayon::current_num_threads().max(1);
     // Every matrix is checked before anything is computed.
     let mut jobs = Vec::with_capacity(ws.len());
+    // Activations prepared for the repacked path, once per weight layout (Q, K and V share).
+    let mut prepared = Vec::new();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         if let Some(kernels) = check(level, w, x, out)? {
             let mut chunk = chunk_rows(w, threads);
-            let packed = batch::prepare(level, w.ty, x);
+            let packed = batch::prepare(level, w.ty, x, &mut prepared);
             if packed.is_some() {
                 chunk = chunk.next_multiple_of(batch::ROWS);
             }
@@ -249,7 +251,7 @@ pub fn matmul_multi_at(
     let run = |&(j, o0, o1): &(usize, usize, usize)| {
         let (w, (f, f4), ptr, _, packed) = &jobs[j];
         match packed {
-            Some(p) => batch::chunk_product(w, p, x.rows(), o0, o1, *ptr),
+            Some(p) => batch::chunk_product(w, &prepared[*p], x.rows(), o0, o1, *ptr),
             None => chunk_product(*f, *f4, w, x, o0, o1, *ptr),
         }
     };
@@ -277,14 +279,24 @@ mod batch {
         static GROUP: RefCell<PackedGroup> = RefCell::new(PackedGroup::default());
     }
 
-    /// The prepared activations when `ty × x` runs repacked at `level`.
+    /// When `ty × x` runs repacked at `level`, the index in `prepared` of its prepared
+    /// activations (prepared now unless an earlier matrix's serve).
     pub(super) fn prepare(
         level: SimdLevel,
         ty: GgmlType,
         x: &QuantizedActivations,
-    ) -> Option<PreparedActivations> {
-        (level == SimdLevel::Avx512 && packable(ty) && x.rows() >= MIN_ACT_ROWS)
-            .then(|| PreparedActivations::new(ty, x))
+        prepared: &mut Vec<PreparedActivations>,
+    ) -> Option<usize> {
+        if level != SimdLevel::Avx512 || !packable(ty) || x.rows() < MIN_ACT_ROWS {
+            return None;
+        }
+        Some(match prepared.iter().position(|p| p.serves(ty)) {
+            Some(i) => i,
+            None => {
+                prepared.push(PreparedActivations::new(ty, x));
+                prepared.len() - 1
+            }
+        })
     }
 
     /// Weight rows `o0..o1` against every activation row, sixteen weight rows at a time.
@@ -333,7 +345,8 @@ mod batch {
         _: SimdLevel,
         _: GgmlType,
         _: &QuantizedActivations,
-    ) -> Option<PreparedActivations> {
+        _: &mut Vec<PreparedActivations>,
+    ) -> Option<usize> {
         None
     }
 

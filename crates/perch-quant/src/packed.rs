@@ -63,6 +63,8 @@ pub(crate) fn packable(ty: GgmlType) -> bool {
 /// The activations, prepared once per product: per row and block the scale (and Q8_1's sum)
 /// as `f32`, the eight four-byte groups of quants as `i32`, and `-offset · Σ group`.
 pub(crate) struct PreparedActivations {
+    /// The weights' offset and whether they carry minimums: all the preparation depends on.
+    key: (i32, bool),
     blocks: usize,
     d: Vec<f32>,
     s: Vec<f32>,
@@ -78,6 +80,7 @@ impl PreparedActivations {
         let blocks = x.cols() / 32;
         let n = x.rows() * blocks;
         let mut p = PreparedActivations {
+            key: (offset, with_min),
             blocks,
             d: Vec::with_capacity(n),
             s: Vec::with_capacity(if with_min { n } else { 0 }),
@@ -98,6 +101,12 @@ impl PreparedActivations {
             }
         }
         p
+    }
+
+    /// Whether these prepared activations also serve weights of type `ty` (the same offset
+    /// and minimums), so products of several matrices prepare them once.
+    pub(crate) fn serves(&self, ty: GgmlType) -> bool {
+        layout(ty).is_some_and(|(offset, with_min, _)| (offset, with_min) == self.key)
     }
 
     fn push_block(&mut self, d: f32, qs: &[i8; 32], offset: i32) {

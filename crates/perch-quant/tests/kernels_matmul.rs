@@ -172,3 +172,52 @@ fn multi_products_equal_separate_products() {
         ));
     }
 }
+
+/// Several matrices through the repacked path in one product: types with different offsets
+/// (Q4_0, Q5_0, Q8_0) and one type twice (whose prepared activations are shared) give exactly
+/// what separate products give.
+#[test]
+fn repacked_multi_products_equal_separate_products() {
+    use perch_quant::matmul::matmul_multi_at;
+    let cols = 128;
+    let mut r = Rng(0x7061_636b);
+    let shapes = [
+        (GgmlType::Q4_0, 40),
+        (GgmlType::Q8_0, 17),
+        (GgmlType::Q5_0, 16),
+        (GgmlType::Q4_0, 9),
+    ];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(ty, rows)| {
+            (0..rows)
+                .flat_map(|_| weight_row(ty, cols, &mut r, Fill::Random))
+                .collect()
+        })
+        .collect();
+    let ws: Vec<WeightMatrix<'_>> = shapes
+        .iter()
+        .zip(&data)
+        .map(|(&(ty, rows), d)| WeightMatrix::new(ty, rows, cols, d).unwrap())
+        .collect();
+    let n_act = 16;
+    let x: Vec<f32> = (0..n_act)
+        .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
+        .collect();
+    let mut xa = QuantizedActivations::new();
+    xa.quantize(GgmlType::Q8_0, &x, n_act, cols).unwrap();
+    for level in SimdLevel::supported() {
+        let mut multi: Vec<Vec<f32>> = ws
+            .iter()
+            .map(|w| vec![f32::NAN; w.rows() * n_act])
+            .collect();
+        let mut outs: Vec<&mut [f32]> = multi.iter_mut().map(|v| v.as_mut_slice()).collect();
+        matmul_multi_at(level, &ws, &xa, &mut outs).unwrap();
+        for (w, m) in ws.iter().zip(&multi) {
+            let mut sep = vec![f32::NAN; w.rows() * n_act];
+            matmul_at(level, w, &xa, &mut sep).unwrap();
+            let same = sep.iter().zip(m).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} at {level}: multi product differs", w.ty());
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use common::{MODEL, app_with, config, get, post, send_json};
+use common::{MODEL, app_with, config, get, norm, post, send_json, vector};
 use perch_server::ModelSpec;
 use serde_json::{Value, json};
 
@@ -42,18 +42,6 @@ async fn app() -> (axum::Router, perch_server::AppState) {
         sha256: None,
     });
     app_with(cfg).await
-}
-
-fn vector(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 const PUBLISHED: [f32; 5] = [0.067657, 0.063496, 0.048713, 0.079305, 0.037448];

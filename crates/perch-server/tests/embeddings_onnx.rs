@@ -15,8 +15,9 @@ use std::sync::OnceLock;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use common::{MODEL, app_with, config, get, post, send_json};
+use common::{MODEL, app_with, config, get, norm, post, send_json, vector};
 use perch_engine::embed::{EmbedInput, Embedder};
+use perch_onnx::embed::cosine;
 use perch_server::ModelSpec;
 use perch_server::embeddings::onnx::OnnxBackend;
 use serde_json::{Value, json};
@@ -72,23 +73,6 @@ async fn app() -> (axum::Router, perch_server::AppState) {
     let mut cfg = config();
     cfg.models.push(spec(EMB, &onnx_model()));
     app_with(cfg).await
-}
-
-fn vector(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    dot / (norm(a) * norm(b))
 }
 
 async fn embed_one(app: &axum::Router, body: Value) -> (StatusCode, Value) {

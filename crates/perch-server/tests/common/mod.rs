@@ -157,3 +157,17 @@ pub fn chat_body(question: &str, max_tokens: u32, stream: bool) -> Value {
         "stream": stream,
     })
 }
+
+/// An embedding's JSON array of numbers as `f32`.
+pub fn vector(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The L2 norm of `v`.
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
