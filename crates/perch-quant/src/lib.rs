@@ -22,6 +22,8 @@ pub mod dot;
 pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_k;
 pub mod quantize;
 pub mod simd;
 pub mod tables;

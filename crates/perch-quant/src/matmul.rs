@@ -251,7 +251,7 @@ pub fn matmul_multi_at(
     let run = |&(j, o0, o1): &(usize, usize, usize)| {
         let (w, (f, f4), ptr, _, packed) = &jobs[j];
         match packed {
-            Some(p) => batch::chunk_product(w, &prepared[*p], x.rows(), o0, o1, *ptr),
+            Some(plan) => batch::chunk_product(w, *plan, &prepared, x, o0, o1, *ptr),
             None => chunk_product(*f, *f4, w, x, o0, o1, *ptr),
         }
     };
@@ -263,68 +263,111 @@ pub fn matmul_multi_at(
     Ok(())
 }
 
-/// The repacked batch products (`crate::packed`) where the CPU has them.
+/// The repacked batch products (`crate::packed`, `crate::packed_k`) where the CPU has them.
 #[cfg(target_arch = "x86_64")]
 mod batch {
     use std::cell::RefCell;
 
     use super::{OutPtr, WeightMatrix};
     use crate::activations::QuantizedActivations;
+    use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable};
+    use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
     use crate::types::GgmlType;
 
     thread_local! {
         static GROUP: RefCell<PackedGroup> = RefCell::new(PackedGroup::default());
+        static GROUP_K: RefCell<PackedKGroup> = RefCell::new(PackedKGroup::default());
     }
 
-    /// When `ty × x` runs repacked at `level`, the index in `prepared` of its prepared
-    /// activations (prepared now unless an earlier matrix's serve).
+    /// How a product runs repacked.
+    #[derive(Clone, Copy)]
+    pub(super) enum Plan {
+        /// A 32-element type, with the index of its prepared activations.
+        Legacy(usize),
+        /// A K-quant (the activations are read as they are).
+        K,
+    }
+
+    /// When `ty × x` runs repacked at `level`, how (preparing the activations of the
+    /// 32-element types now unless an earlier matrix's serve).
     pub(super) fn prepare(
         level: SimdLevel,
         ty: GgmlType,
         x: &QuantizedActivations,
         prepared: &mut Vec<PreparedActivations>,
-    ) -> Option<usize> {
-        if level != SimdLevel::Avx512 || !packable(ty) || x.rows() < MIN_ACT_ROWS {
+    ) -> Option<Plan> {
+        if level != SimdLevel::Avx512 {
             return None;
         }
-        Some(match prepared.iter().position(|p| p.serves(ty)) {
-            Some(i) => i,
-            None => {
-                prepared.push(PreparedActivations::new(ty, x));
-                prepared.len() - 1
-            }
-        })
+        if packed_k::packable(ty) {
+            return (x.rows() >= packed_k::MIN_ACT_ROWS).then_some(Plan::K);
+        }
+        if !packable(ty) || x.rows() < MIN_ACT_ROWS {
+            return None;
+        }
+        Some(Plan::Legacy(
+            match prepared.iter().position(|p| p.serves(ty)) {
+                Some(i) => i,
+                None => {
+                    prepared.push(PreparedActivations::new(ty, x));
+                    prepared.len() - 1
+                }
+            },
+        ))
     }
 
     /// Weight rows `o0..o1` against every activation row, sixteen weight rows at a time.
     pub(super) fn chunk_product(
         w: &WeightMatrix<'_>,
-        p: &PreparedActivations,
-        n_act: usize,
+        plan: Plan,
+        prepared: &[PreparedActivations],
+        x: &QuantizedActivations,
         o0: usize,
         o1: usize,
         out: OutPtr,
     ) {
         let n_out = w.rows();
-        GROUP.with_borrow_mut(|g| {
-            for o in (o0..o1).step_by(ROWS) {
-                let n = ROWS.min(o1 - o);
-                g.fill(w, o, n);
-                for r in 0..n_act {
-                    let v = group_dot(w.ty(), g, p, r);
-                    for (j, &vj) in v[..n].iter().enumerate() {
-                        let idx = r * n_out + o + j;
-                        debug_assert!(idx < n_act * n_out);
-                        // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`),
-                        // and this task alone writes indices with `o + j` in its range.
-                        unsafe { out.0.add(idx).write(vj) };
+        let n_act = x.rows();
+        let store = |r: usize, o: usize, v: &[f32]| {
+            for (j, &vj) in v.iter().enumerate() {
+                let idx = r * n_out + o + j;
+                debug_assert!(idx < n_act * n_out);
+                // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`), and this
+                // task alone writes indices with `o + j` in its range `o0..o1`.
+                unsafe { out.0.add(idx).write(vj) };
+            }
+        };
+        match plan {
+            Plan::Legacy(p) => GROUP.with_borrow_mut(|g| {
+                for o in (o0..o1).step_by(ROWS) {
+                    let n = ROWS.min(o1 - o);
+                    g.fill(w, o, n);
+                    for r in 0..n_act {
+                        let v = group_dot(w.ty(), g, &prepared[p], r);
+                        store(r, o, &v[..n]);
                     }
                 }
-            }
-        });
+            }),
+            Plan::K => GROUP_K.with_borrow_mut(|g| {
+                let rows: Vec<&[BlockQ8K]> = (0..n_act)
+                    .map(|r| as_blocks::<BlockQ8K>(x.row(r)).expect("Q8_K rows"))
+                    .collect();
+                let mut v = [[0f32; ROWS]; 4];
+                for o in (o0..o1).step_by(ROWS) {
+                    let n = ROWS.min(o1 - o);
+                    g.fill(w, o, n);
+                    for (t, acts) in rows.chunks(4).enumerate() {
+                        packed_k::group_dot(g, acts, &mut v);
+                        for (i, vi) in v[..acts.len()].iter().enumerate() {
+                            store(4 * t + i, o, &vi[..n]);
+                        }
+                    }
+                }
+            }),
+        }
     }
 }
 
@@ -341,24 +384,29 @@ mod batch {
     /// Never prepared here.
     pub(super) enum PreparedActivations {}
 
+    /// Never planned here.
+    #[derive(Clone, Copy)]
+    pub(super) enum Plan {}
+
     pub(super) fn prepare(
         _: SimdLevel,
         _: GgmlType,
         _: &QuantizedActivations,
         _: &mut Vec<PreparedActivations>,
-    ) -> Option<usize> {
+    ) -> Option<Plan> {
         None
     }
 
     pub(super) fn chunk_product(
         _: &WeightMatrix<'_>,
-        p: &PreparedActivations,
-        _: usize,
+        plan: Plan,
+        _: &[PreparedActivations],
+        _: &QuantizedActivations,
         _: usize,
         _: usize,
         _: OutPtr,
     ) {
-        match *p {}
+        match plan {}
     }
 }
 

@@ -158,8 +158,6 @@ fn fill_avx512(g: &mut PackedGroup, ty: GgmlType, rows: &[&[u8]; ROWS], blocks: 
     use crate::dot::x86::common::{bits32, load32, nibbles32};
     let b4 = _mm256_set1_epi8(0x10);
     let x80 = _mm256_set1_epi8(0x80u8 as i8);
-    let lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-    let hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
     for b in 0..blocks {
         let mut u = [_mm256_setzero_si256(); ROWS];
         let mut d = [0u16; ROWS];
@@ -201,41 +199,12 @@ fn fill_avx512(g: &mut PackedGroup, ty: GgmlType, rows: &[&[u8]; ROWS], blocks: 
                 _ => unreachable!("packable types only"),
             };
         }
-        // Rows i and i + 8 side by side, then an 8 x 8 transpose of 32-bit groups within each
-        // 256-bit half: vector k gets group k of rows 0..8 (low half) and 8..16 (high half).
-        let z: [__m512i; 8] = std::array::from_fn(|i| {
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u[i]), u[i + 8])
-        });
-        let t = [
-            _mm512_unpacklo_epi32(z[0], z[1]),
-            _mm512_unpackhi_epi32(z[0], z[1]),
-            _mm512_unpacklo_epi32(z[2], z[3]),
-            _mm512_unpackhi_epi32(z[2], z[3]),
-            _mm512_unpacklo_epi32(z[4], z[5]),
-            _mm512_unpackhi_epi32(z[4], z[5]),
-            _mm512_unpacklo_epi32(z[6], z[7]),
-            _mm512_unpackhi_epi32(z[6], z[7]),
-        ];
-        let s = [
-            _mm512_unpacklo_epi64(t[0], t[2]),
-            _mm512_unpackhi_epi64(t[0], t[2]),
-            _mm512_unpacklo_epi64(t[1], t[3]),
-            _mm512_unpackhi_epi64(t[1], t[3]),
-            _mm512_unpacklo_epi64(t[4], t[6]),
-            _mm512_unpackhi_epi64(t[4], t[6]),
-            _mm512_unpacklo_epi64(t[5], t[7]),
-            _mm512_unpackhi_epi64(t[5], t[7]),
-        ];
+        let v = transpose16(&u);
         let q = &mut g.q[b * 512..(b + 1) * 512];
-        for k in 0..4 {
-            let lo = _mm512_permutex2var_epi64(s[k], lo_idx, s[k + 4]);
-            let hi = _mm512_permutex2var_epi64(s[k], hi_idx, s[k + 4]);
+        for (k, vk) in v.into_iter().enumerate() {
             // SAFETY: `q` is 512 writable bytes, so bytes `64k..64k + 64` (k < 8) are in it;
-            // unaligned stores.
-            unsafe {
-                _mm512_storeu_si512(q[64 * k..64 * k + 64].as_mut_ptr().cast(), lo);
-                _mm512_storeu_si512(q[64 * (k + 4)..64 * (k + 4) + 64].as_mut_ptr().cast(), hi);
-            }
+            // unaligned store.
+            unsafe { _mm512_storeu_si512(q[64 * k..64 * k + 64].as_mut_ptr().cast(), vk) };
         }
         // SAFETY: `d` and `m` are 32 readable bytes; `g.d` / `g.m` hold 16 floats at
         // `b * ROWS`; unaligned loads and stores.
@@ -246,6 +215,46 @@ fn fill_avx512(g: &mut PackedGroup, ty: GgmlType, rows: &[&[u8]; ROWS], blocks: 
             _mm512_storeu_ps(g.m[b * ROWS..(b + 1) * ROWS].as_mut_ptr(), mf);
         }
     }
+}
+
+/// Sixteen rows of 32 bytes (eight four-byte groups each) to eight vectors: vector `k` holds
+/// group `k` of row `j` in its 32-bit lane `j`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub(crate) fn transpose16(u: &[__m256i; ROWS]) -> [__m512i; 8] {
+    // Rows i and i + 8 side by side, then an 8 x 8 transpose of 32-bit groups within each
+    // 256-bit half: vector k gets group k of rows 0..8 (low half) and 8..16 (high half).
+    let mut z = [_mm512_setzero_si512(); 8];
+    for i in 0..8 {
+        z[i] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u[i]), u[i + 8]);
+    }
+    let t = [
+        _mm512_unpacklo_epi32(z[0], z[1]),
+        _mm512_unpackhi_epi32(z[0], z[1]),
+        _mm512_unpacklo_epi32(z[2], z[3]),
+        _mm512_unpackhi_epi32(z[2], z[3]),
+        _mm512_unpacklo_epi32(z[4], z[5]),
+        _mm512_unpackhi_epi32(z[4], z[5]),
+        _mm512_unpacklo_epi32(z[6], z[7]),
+        _mm512_unpackhi_epi32(z[6], z[7]),
+    ];
+    let s = [
+        _mm512_unpacklo_epi64(t[0], t[2]),
+        _mm512_unpackhi_epi64(t[0], t[2]),
+        _mm512_unpacklo_epi64(t[1], t[3]),
+        _mm512_unpackhi_epi64(t[1], t[3]),
+        _mm512_unpacklo_epi64(t[4], t[6]),
+        _mm512_unpackhi_epi64(t[4], t[6]),
+        _mm512_unpacklo_epi64(t[5], t[7]),
+        _mm512_unpackhi_epi64(t[5], t[7]),
+    ];
+    let lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    let hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    let mut out = [_mm512_setzero_si512(); 8];
+    for k in 0..4 {
+        out[k] = _mm512_permutex2var_epi64(s[k], lo_idx, s[k + 4]);
+        out[k + 4] = _mm512_permutex2var_epi64(s[k], hi_idx, s[k + 4]);
+    }
+    out
 }
 
 /// `out[j] = dot(weight row j of the group, activation row r)` for the group's sixteen rows.

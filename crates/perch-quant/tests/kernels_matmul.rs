@@ -94,6 +94,20 @@ fn repacked_batches_equal_row_dots_on_edge_cases() {
     }
 }
 
+/// The same for the repacked K-quants (`packed_k.rs`): partial groups, activation counts that
+/// are not a multiple of its four-row tile, one and several super-blocks, edge-case values.
+#[test]
+fn repacked_k_quant_batches_equal_row_dots_on_edge_cases() {
+    use GgmlType::*;
+    for ty in [Q4_K, Q5_K, Q6_K] {
+        for fill in [Fill::Random, Fill::Zero, Fill::Max, Fill::Tiny] {
+            check_filled(ty, 37, 768, 9, 2, fill);
+            check_filled(ty, 16, 256, 8, 1, fill);
+            check_filled(ty, 21, 512, 19, 3, fill);
+        }
+    }
+}
+
 #[test]
 fn large_matrix_many_chunks() {
     // More weight rows than one chunk holds, an odd count, two threads.

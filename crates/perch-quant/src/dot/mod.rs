@@ -14,7 +14,7 @@
 
 mod scalar;
 mod scalar_iq;
-mod scalar_k;
+pub(crate) mod scalar_k;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

@@ -159,3 +159,12 @@ pub(crate) mod mul_vnni {
         mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
     }
 }
+
+/// `a * b + c` with one rounding: a scalar `vfmadd`, the same operation each lane of a
+/// vector FMA performs, so a one-row kernel and a sixteen-rows-per-vector kernel that apply
+/// it to the same values agree bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn fma1(a: f32, b: f32, c: f32) -> f32 {
+    _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)))
+}

@@ -8,6 +8,12 @@
 //! (Q3_K's 4, Q6_K's 32) and the minimums (Q2_K, Q4_K, Q5_K) come from Q8_K's sums of 16,
 //! exactly as integers. One `f32` FMA per super-block; one horizontal sum per row.
 //!
+//! Q4_K, Q5_K and Q6_K instead sum each super-block's integer products to one exact `i32`
+//! (`S`, and the minimums' `M` for Q4_K / Q5_K) and apply one scalar FMA per super-block:
+//! `acc = fma(d_y · d, S, acc)`, `acc_m += (d_y · dmin) · M`, result `acc − acc_m`. That is
+//! the arithmetic the repacked batch product (`crate::packed_k`) can repeat per row with
+//! sixteen rows per vector, so a row's result does not depend on which path computed it.
+//!
 //! Activation quants must lie in `[-127, 127]`, as ggml's and perch's Q8_K quantizer makes
 //! them.
 
@@ -76,7 +82,7 @@ macro_rules! k_kernels {
         pub(crate) fn q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
             let m4 = _mm256_set1_epi8(0x0f);
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0.0f32;
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let yd = yb.d.get();
@@ -113,9 +119,9 @@ macro_rules! k_kernels {
                     sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
                     sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                acc = fma1(d, hsum_i32(sumi) as f32, acc);
             }
-            hsum_ps(acc) - acc_m
+            acc - acc_m
         }
 
         /// Q4_K against four activation rows at once: each super-block's quants and scales
@@ -126,7 +132,7 @@ macro_rules! k_kernels {
                 assert_eq!(x.len(), yr.len(), "block counts");
             }
             let m4 = _mm256_set1_epi8(0x0f);
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc = [0.0f32; 4];
             let mut acc_m = [0.0f32; 4];
             for (i, xb) in x.iter().enumerate() {
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
@@ -167,13 +173,12 @@ macro_rules! k_kernels {
                 }
                 for r in 0..4 {
                     let d = y[r][i].d.get() * xd;
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                    acc[r] = fma1(d, hsum_i32(sumi[r]) as f32, acc[r]);
                 }
             }
             let mut out = [0f32; 4];
             for r in 0..4 {
-                out[r] = hsum_ps(acc[r]) - acc_m[r];
+                out[r] = acc[r] - acc_m[r];
             }
             out
         }
@@ -186,7 +191,7 @@ macro_rules! k_kernels {
             }
             let m4 = _mm256_set1_epi8(0x0f);
             let m3 = _mm256_set1_epi8(0x30);
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc = [0.0f32; 4];
             for (i, xb) in x.iter().enumerate() {
                 let xd = h2f2(xb.d.to_bits(), 0).0;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
@@ -216,15 +221,10 @@ macro_rules! k_kernels {
                 }
                 for r in 0..4 {
                     let d = y[r][i].d.get() * xd;
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                    acc[r] = fma1(d, hsum_i32(sumi[r]) as f32, acc[r]);
                 }
             }
-            let mut out = [0f32; 4];
-            for r in 0..4 {
-                out[r] = hsum_ps(acc[r]);
-            }
-            out
+            acc
         }
 
         /// The four 32-byte chunks of unsigned 6-bit quants of one Q6_K half.
@@ -263,7 +263,7 @@ macro_rules! k_kernels {
             assert_eq!(x.len(), y.len(), "block counts");
             let m4 = _mm256_set1_epi8(0x0f);
             let one = _mm256_set1_epi8(1);
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0.0f32;
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let yd = yb.d.get();
@@ -305,9 +305,9 @@ macro_rules! k_kernels {
                     sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
                     sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                acc = fma1(d, hsum_i32(sumi) as f32, acc);
             }
-            hsum_ps(acc) - acc_m
+            acc - acc_m
         }
 
         /// Q6_K · Q8_K.
@@ -316,7 +316,7 @@ macro_rules! k_kernels {
             assert_eq!(x.len(), y.len(), "block counts");
             let m4 = _mm256_set1_epi8(0x0f);
             let m3 = _mm256_set1_epi8(0x30);
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
                 let d = yb.d.get() * h2f2(xb.d.to_bits(), 0).0;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
@@ -354,9 +354,9 @@ macro_rules! k_kernels {
                         sumi = acc_chunk(sumi, qk, q8(yb, c), chunk_scales(sc16, c));
                     }
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                acc = fma1(d, hsum_i32(sumi) as f32, acc);
             }
-            hsum_ps(acc)
+            acc
         }
 
         /// Q3_K · Q8_K.
