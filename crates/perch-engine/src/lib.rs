@@ -27,6 +27,7 @@ pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod perplexity;
+mod repack;
 pub mod sampling;
 pub mod scheduler;
 pub mod session;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use perch_gguf::GgufFile;
-use perch_quant::{GgmlType, QuantizedActivations, WeightMatrix};
+use perch_quant::{GgmlType, PackedWeights, QuantizedActivations, WeightMatrix};
 use rayon::prelude::*;
 
 use crate::arch::{self, GateUpWeights, Globals, Layer, MatrixRef, QkvWeights};
@@ -18,6 +18,7 @@ use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kv::{BlockTable, KvStorage};
 use crate::ops;
+use crate::repack::RepackCache;
 
 /// Which rows of a sequence's step need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub struct Model {
     config: ModelConfig,
     globals: Globals,
     layers: Vec<Layer>,
+    repacked: RepackCache,
 }
 
 impl std::fmt::Debug for Model {
@@ -151,6 +153,7 @@ impl Model {
             config,
             globals,
             layers,
+            repacked: RepackCache::from_env(),
         })
     }
 
@@ -169,6 +172,17 @@ impl Model {
             .expect("shapes were validated at load")
     }
 
+    /// The repacked form of `m` when a product with `rows` activation rows reads it (see
+    /// `crate::repack`).
+    fn repacked(&self, m: &MatrixRef, rows: usize) -> Option<Arc<PackedWeights>> {
+        self.repacked.get(m.range.start, &self.weight(m), rows)
+    }
+
+    /// Bytes of repacked weights held beside the mapped file.
+    pub fn repacked_bytes(&self) -> usize {
+        self.repacked.used()
+    }
+
     /// `out[r][o] = W[o] · x[r]` for `rows` rows of activations `x`.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
@@ -185,7 +199,12 @@ impl Model {
         }
         out.resize(rows * m.rows, 0.0);
         let a = acts.get(m.ty, x, rows, m.cols)?;
-        perch_quant::matmul(&self.weight(m), a, out).map_err(|e| EngineError::Kernel(e.to_string()))
+        let packed = self.repacked(m, rows);
+        let w = match &packed {
+            Some(p) => self.weight(m).with_packed(p),
+            None => self.weight(m),
+        };
+        perch_quant::matmul(&w, a, out).map_err(|e| EngineError::Kernel(e.to_string()))
     }
 
     /// `outs[i][r][o] = Ms[i][o] · x[r]` for matrices that read the same activations, in one
@@ -217,7 +236,16 @@ impl Model {
             out.resize(rows * m.rows, 0.0);
         }
         let a = acts.get(ms[0].ty, x, rows, ms[0].cols)?;
-        let ws: Vec<WeightMatrix<'_>> = ms.iter().map(|m| self.weight(m)).collect();
+        let packed: Vec<Option<Arc<PackedWeights>>> =
+            ms.iter().map(|m| self.repacked(m, rows)).collect();
+        let ws: Vec<WeightMatrix<'_>> = ms
+            .iter()
+            .zip(&packed)
+            .map(|(m, p)| match p {
+                Some(p) => self.weight(m).with_packed(p),
+                None => self.weight(m),
+            })
+            .collect();
         let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
         perch_quant::matmul_multi(&ws, a, &mut slices)
             .map_err(|e| EngineError::Kernel(e.to_string()))

@@ -32,7 +32,7 @@ pub mod vecops;
 
 pub use activations::QuantizedActivations;
 pub use dot::vec_dot_type;
-pub use matmul::{MatmulError, WeightMatrix, matmul, matmul_multi};
+pub use matmul::{MatmulError, PackedWeights, WeightMatrix, matmul, matmul_multi};
 pub use simd::{SimdLevel, simd_level};
 pub use types::{GgmlType, TypeInfo, UnknownType};
 

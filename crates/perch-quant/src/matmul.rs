@@ -95,6 +95,7 @@ pub struct WeightMatrix<'a> {
     cols: usize,
     row_bytes: usize,
     data: &'a [u8],
+    packed: Option<&'a PackedWeights>,
 }
 
 impl<'a> WeightMatrix<'a> {
@@ -130,7 +131,24 @@ impl<'a> WeightMatrix<'a> {
             cols,
             row_bytes,
             data,
+            packed: None,
         })
+    }
+
+    /// The same matrix with its rows already repacked ([`PackedWeights::build`] of this very
+    /// matrix): batched products then read the repacked rows instead of repacking them on
+    /// every call. The results are the same bits either way.
+    ///
+    /// # Panics
+    /// When `packed` was built from a matrix of another type or shape.
+    pub fn with_packed(mut self, packed: &'a PackedWeights) -> Self {
+        assert_eq!(
+            (packed.ty, packed.rows, packed.cols),
+            (self.ty, self.rows, self.cols),
+            "repacked weights of another matrix"
+        );
+        self.packed = Some(packed);
+        self
     }
 
     /// The weight type.
@@ -177,6 +195,53 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 // SAFETY: as above; tasks never read through it nor write the same index.
 unsafe impl Sync for OutPtr {}
+
+/// A weight matrix repacked once for the batched products (sixteen rows per 512-bit vector,
+/// see `packed.rs` and `packed_k.rs`), to be kept beside the model and handed to
+/// [`WeightMatrix::with_packed`]. Without it every batched product repacks the rows it reads,
+/// which costs about a quarter of a step that decodes sixteen sequences together. It takes
+/// about one byte per weight (the 4-bit types unpacked to bytes), so the caller decides which
+/// matrices are worth the memory ([`PackedWeights::size_for`]).
+#[derive(Debug)]
+pub struct PackedWeights {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    groups: batch::Groups,
+}
+
+impl PackedWeights {
+    /// The fewest activation rows for which a product with weights of type `ty` runs repacked
+    /// at the process's SIMD level, or `None` when it never does (no AVX-512 VNNI, or a type
+    /// without a repacked product).
+    pub fn min_rows(ty: GgmlType) -> Option<usize> {
+        batch::min_rows(simd_level(), ty)
+    }
+
+    /// The bytes [`PackedWeights::build`] would take for `w`, or `None` when `w` has no
+    /// repacked form at the process's SIMD level.
+    pub fn size_for(w: &WeightMatrix<'_>) -> Option<usize> {
+        Self::min_rows(w.ty)?;
+        Some(batch::packed_size(w))
+    }
+
+    /// Repacks every row of `w` (in parallel on the current rayon pool), or `None` when `w`
+    /// has no repacked form at the process's SIMD level.
+    pub fn build(w: &WeightMatrix<'_>) -> Option<PackedWeights> {
+        Self::min_rows(w.ty)?;
+        Some(PackedWeights {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            groups: batch::build(w),
+        })
+    }
+
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        batch::groups_size(&self.groups)
+    }
+}
 
 /// `out = x · Wᵀ` at the process's SIMD level: `out[r * w.rows() + o] = dot(W row o, x row r)`,
 /// parallel over weight rows on the current rayon pool (run it inside the engine's pool with
@@ -291,6 +356,83 @@ mod batch {
         K,
     }
 
+    /// Every group of a repacked matrix.
+    pub(super) enum Groups {
+        Legacy(Vec<PackedGroup>),
+        K(Vec<PackedKGroup>),
+    }
+
+    impl std::fmt::Debug for Groups {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Groups::Legacy(g) => write!(f, "{} packed groups", g.len()),
+                Groups::K(g) => write!(f, "{} packed K-quant groups", g.len()),
+            }
+        }
+    }
+
+    /// See [`super::PackedWeights::min_rows`].
+    pub(super) fn min_rows(level: SimdLevel, ty: GgmlType) -> Option<usize> {
+        if level != SimdLevel::Avx512 {
+            None
+        } else if packed_k::packable(ty) {
+            Some(packed_k::MIN_ACT_ROWS)
+        } else if packable(ty) {
+            Some(MIN_ACT_ROWS)
+        } else {
+            None
+        }
+    }
+
+    /// Bytes of the repacked form of `w` (a packable type).
+    pub(super) fn packed_size(w: &WeightMatrix<'_>) -> usize {
+        let groups = w.rows().div_ceil(ROWS);
+        let per_group = if packed_k::packable(w.ty()) {
+            packed_k::group_bytes(w.ty(), w.cols())
+        } else {
+            PackedGroup::bytes_for(w.cols())
+        };
+        groups * per_group
+    }
+
+    /// Repacks every group of `w` (a packable type), in parallel.
+    pub(super) fn build(w: &WeightMatrix<'_>) -> Groups {
+        use rayon::prelude::*;
+        let n_groups = w.rows().div_ceil(ROWS);
+        let n = |gi: usize| ROWS.min(w.rows() - gi * ROWS);
+        if packed_k::packable(w.ty()) {
+            Groups::K(
+                (0..n_groups)
+                    .into_par_iter()
+                    .map(|gi| {
+                        let mut g = PackedKGroup::default();
+                        g.fill(w, gi * ROWS, n(gi));
+                        g
+                    })
+                    .collect(),
+            )
+        } else {
+            Groups::Legacy(
+                (0..n_groups)
+                    .into_par_iter()
+                    .map(|gi| {
+                        let mut g = PackedGroup::default();
+                        g.fill(w, gi * ROWS, n(gi));
+                        g
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    /// Bytes held by `groups`.
+    pub(super) fn groups_size(groups: &Groups) -> usize {
+        match groups {
+            Groups::Legacy(g) => g.iter().map(PackedGroup::bytes).sum(),
+            Groups::K(g) => g.iter().map(PackedKGroup::bytes).sum(),
+        }
+    }
+
     /// When `ty × x` runs repacked at `level`, how (preparing the activations of the
     /// 32-element types now unless an earlier matrix's serve).
     pub(super) fn prepare(
@@ -340,25 +482,39 @@ mod batch {
                 unsafe { out.0.add(idx).write(vj) };
             }
         };
-        match plan {
-            Plan::Legacy(p) => GROUP.with_borrow_mut(|g| {
+        // The repacked group of rows `o..o + n`: the matrix's own when it was repacked
+        // beforehand (chunks start at multiples of ROWS), else `scratch` filled now.
+        match (plan, w.packed.map(|p| &p.groups)) {
+            (Plan::Legacy(p), packed) => GROUP.with_borrow_mut(|scratch| {
                 for o in (o0..o1).step_by(ROWS) {
                     let n = ROWS.min(o1 - o);
-                    g.fill(w, o, n);
+                    let g = match packed {
+                        Some(Groups::Legacy(gs)) => &gs[o / ROWS],
+                        _ => {
+                            scratch.fill(w, o, n);
+                            &*scratch
+                        }
+                    };
                     for r in 0..n_act {
                         let v = group_dot(w.ty(), g, &prepared[p], r);
                         store(r, o, &v[..n]);
                     }
                 }
             }),
-            Plan::K => GROUP_K.with_borrow_mut(|g| {
+            (Plan::K, packed) => GROUP_K.with_borrow_mut(|scratch| {
                 let rows: Vec<&[BlockQ8K]> = (0..n_act)
                     .map(|r| as_blocks::<BlockQ8K>(x.row(r)).expect("Q8_K rows"))
                     .collect();
                 let mut v = [[0f32; ROWS]; 4];
                 for o in (o0..o1).step_by(ROWS) {
                     let n = ROWS.min(o1 - o);
-                    g.fill(w, o, n);
+                    let g = match packed {
+                        Some(Groups::K(gs)) => &gs[o / ROWS],
+                        _ => {
+                            scratch.fill(w, o, n);
+                            &*scratch
+                        }
+                    };
                     for (t, acts) in rows.chunks(4).enumerate() {
                         packed_k::group_dot(g, acts, &mut v);
                         for (i, vi) in v[..acts.len()].iter().enumerate() {
@@ -387,6 +543,26 @@ mod batch {
     /// Never planned here.
     #[derive(Clone, Copy)]
     pub(super) enum Plan {}
+
+    /// Never built here.
+    #[derive(Debug)]
+    pub(super) enum Groups {}
+
+    pub(super) fn min_rows(_: SimdLevel, _: GgmlType) -> Option<usize> {
+        None
+    }
+
+    pub(super) fn packed_size(_: &WeightMatrix<'_>) -> usize {
+        0
+    }
+
+    pub(super) fn build(_: &WeightMatrix<'_>) -> Groups {
+        unreachable!("no repacked form without x86-64 kernels")
+    }
+
+    pub(super) fn groups_size(g: &Groups) -> usize {
+        match *g {}
+    }
 
     pub(super) fn prepare(
         _: SimdLevel,

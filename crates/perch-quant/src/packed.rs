@@ -133,6 +133,16 @@ pub(crate) struct PackedGroup {
 }
 
 impl PackedGroup {
+    /// Bytes of a group of rows of `cols` elements.
+    pub(crate) fn bytes_for(cols: usize) -> usize {
+        cols / 32 * (8 * 64 + 2 * ROWS * 4)
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.q.len() + 4 * (self.d.len() + self.m.len())
+    }
+
     /// Repacks weight rows `o0..o0 + n` (`n <= ROWS`; missing rows are zero) of `w`.
     pub(crate) fn fill(&mut self, w: &WeightMatrix<'_>, o0: usize, n: usize) {
         let blocks = w.cols() / 32;
@@ -268,40 +278,52 @@ pub(crate) fn group_dot(
     // SAFETY: only called when the process's SIMD level is AVX-512 (checked by the caller,
     // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
     // compiled with.
-    unsafe { group_dot_avx512(g, a, r, offset != 0, with_min, two) }
+    unsafe {
+        match (offset != 0, with_min, two) {
+            (true, false, true) => group_dot_avx512::<true, false, true>(g, a, r),
+            (false, true, false) => group_dot_avx512::<false, true, false>(g, a, r),
+            (false, true, true) => group_dot_avx512::<false, true, true>(g, a, r),
+            (offset, with_min, two) => {
+                unreachable!("no packed layout ({offset}, {with_min}, {two})")
+            }
+        }
+    }
 }
 
 /// Adds block `$b`'s products to the eight accumulators `$acc`.
 macro_rules! block_step {
-    ($acc:ident, $b:expr, $g:ident, $d:ident, $groups:ident, $corr:ident, $offset:ident) => {{
+    ($acc:ident, $b:expr, $g:ident, $d:ident, $groups:ident, $corr:ident, $offset:expr) => {{
         let b = $b;
-        let q = &$g.q[b * 512..(b + 1) * 512];
+        let q: &[u8; 512] = $g.q[b * 512..(b + 1) * 512].try_into().unwrap();
+        let gr: &[i32; 8] = $groups[b * 8..b * 8 + 8].try_into().unwrap();
+        let cr: &[i32] = if $offset {
+            &$corr[b * 8..b * 8 + 8]
+        } else {
+            &[]
+        };
         // SAFETY: `g.d` holds ROWS floats per block (its length matches `g.q`'s, checked by the
         // caller), so 16 floats at `b * ROWS` are readable; unaligned load.
         let dx = unsafe { _mm512_loadu_ps($g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
         let sc = _mm512_mul_ps(dx, _mm512_set1_ps($d[b]));
         for k in 0..8 {
             let init = if $offset {
-                _mm512_set1_epi32($corr[b * 8 + k])
+                _mm512_set1_epi32(cr[k])
             } else {
                 _mm512_setzero_si512()
             };
             // SAFETY: `q` is 512 bytes, so bytes `64k..64k + 64` are readable; unaligned load.
             let w = unsafe { _mm512_loadu_si512(q[64 * k..64 * k + 64].as_ptr().cast()) };
-            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32($groups[b * 8 + k]));
+            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32(gr[k]));
             $acc[k] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), $acc[k]);
         }
     }};
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-fn group_dot_avx512(
+fn group_dot_avx512<const OFFSET: bool, const WITH_MIN: bool, const TWO: bool>(
     g: &PackedGroup,
     a: &PreparedActivations,
     r: usize,
-    offset: bool,
-    with_min: bool,
-    two: bool,
 ) -> [f32; ROWS] {
     let nb = a.blocks;
     assert!(
@@ -310,39 +332,39 @@ fn group_dot_avx512(
     );
     let d = &a.d[r * nb..(r + 1) * nb];
     let groups = &a.groups[r * nb * 8..(r + 1) * nb * 8];
-    let corr = if offset {
+    let corr = if OFFSET {
         &a.correction[r * nb * 8..(r + 1) * nb * 8]
     } else {
         &[][..]
     };
-    let s = if with_min {
+    let s = if WITH_MIN {
         &a.s[r * nb..(r + 1) * nb]
     } else {
         &[][..]
     };
     let mut acc = [_mm512_setzero_ps(); 8];
-    if two {
+    if TWO {
         // Even blocks into `acc`, odd ones into `acc1`, as the one-row kernel's two chains.
         let mut acc1 = [_mm512_setzero_ps(); 8];
         let mut b = 0;
         while b + 1 < nb {
-            block_step!(acc, b, g, d, groups, corr, offset);
-            block_step!(acc1, b + 1, g, d, groups, corr, offset);
+            block_step!(acc, b, g, d, groups, corr, OFFSET);
+            block_step!(acc1, b + 1, g, d, groups, corr, OFFSET);
             b += 2;
         }
         if b < nb {
-            block_step!(acc, b, g, d, groups, corr, offset);
+            block_step!(acc, b, g, d, groups, corr, OFFSET);
         }
         for k in 0..8 {
             acc[k] = _mm512_add_ps(acc[k], acc1[k]);
         }
     } else {
         for b in 0..nb {
-            block_step!(acc, b, g, d, groups, corr, offset);
+            block_step!(acc, b, g, d, groups, corr, OFFSET);
         }
     }
     let mut macc = _mm512_setzero_ps();
-    if with_min {
+    if WITH_MIN {
         for (m, &sb) in g.m.chunks_exact(ROWS).zip(s) {
             // SAFETY: `m` is ROWS = 16 readable floats; unaligned load.
             let m = unsafe { _mm512_loadu_ps(m.as_ptr()) };
@@ -358,7 +380,7 @@ fn group_dot_avx512(
     let u0 = _mm512_add_ps(t0, t2);
     let u1 = _mm512_add_ps(t1, t3);
     let mut sum = _mm512_add_ps(u0, u1);
-    if with_min {
+    if WITH_MIN {
         sum = _mm512_add_ps(sum, macc);
     }
     let mut out = [0f32; ROWS];

@@ -63,7 +63,17 @@ fn subblocks(ty: GgmlType) -> usize {
     if ty == GgmlType::Q6_K { 16 } else { 8 }
 }
 
+/// Bytes of a group of rows of `cols` elements of `ty`.
+pub(crate) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
+    cols / QK_K * (Q_BYTES + 4 * ROWS * (subblocks(ty) + 8 + 2))
+}
+
 impl PackedKGroup {
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.q.len() + 4 * (self.scales.len() + self.pairs.len() + self.d.len() + self.dmin.len())
+    }
+
     /// Repacks weight rows `o0..o0 + n` (`n <= ROWS`; missing rows are zero) of `w`, whose
     /// type must be [`packable`].
     pub(crate) fn fill(&mut self, w: &WeightMatrix<'_>, o0: usize, n: usize) {
