@@ -50,20 +50,35 @@ pub fn attend(
             let table = tables[row.seq];
             let first = window.map_or(0, |w| (row.pos + 1).saturating_sub(w));
             let last = row.pos; // inclusive: causal
+            // Block by block: each run of positions within one block of the table.
+            let runs = |first: usize, last: usize| {
+                (first / bs..=last / bs).map(move |b| {
+                    let p0 = (b * bs).max(first);
+                    let p1 = ((b + 1) * bs).min(last + 1);
+                    (b, p0, p1)
+                })
+            };
             scores.clear();
-            for p in first..=last {
-                let dot = kv.key_dot(il, table.blocks[p / bs], g, p % bs, qh);
-                scores.push(dot * cfg.attn_scale);
+            scores.resize(last + 1 - first, 0.0);
+            for (b, p0, p1) in runs(first, last) {
+                let s = &mut scores[p0 - first..p1 - first];
+                kv.key_dots(il, table.blocks[b], g, p0 % bs, qh, s);
+                for x in s.iter_mut() {
+                    *x *= cfg.attn_scale;
+                }
             }
             if let Some(cap) = cfg.attn_softcap {
                 ops::softcap(scores, cap);
             }
             ops::softmax(scores);
-            o.fill(0.0);
             // The weights are rounded to f16, as in llama.cpp's product with f16 values.
-            for (p, &w) in (first..=last).zip(scores.iter()) {
-                let w = half::f16::from_f32(w).to_f32();
-                kv.add_value(il, table.blocks[p / bs], g, p % bs, w, o, tmp);
+            for w in scores.iter_mut() {
+                *w = half::f16::from_f32(*w).to_f32();
+            }
+            o.fill(0.0);
+            for (b, p0, p1) in runs(first, last) {
+                let w = &scores[p0 - first..p1 - first];
+                kv.add_values(il, table.blocks[b], g, p0 % bs, w, o, tmp);
             }
         },
     );

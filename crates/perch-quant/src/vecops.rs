@@ -76,6 +76,44 @@ pub fn axpy_f16_at(level: SimdLevel, y: &mut [f32], alpha: f32, x: &[f16]) {
     })
 }
 
+/// `out[i] = dot_f32_f16(a, row i of b)` for the `out.len()` rows of `a.len()` halves that
+/// `b` holds one after another (the keys of a KV-cache block): the same bits as one
+/// [`dot_f32_f16`] per row, without the per-row dispatch.
+pub fn dot_f32_f16_rows(a: &[f32], b: &[f16], out: &mut [f32]) {
+    dot_f32_f16_rows_at(simd_level(), a, b, out)
+}
+
+/// [`dot_f32_f16_rows`] at a given level.
+pub fn dot_f32_f16_rows_at(level: SimdLevel, a: &[f32], b: &[f16], out: &mut [f32]) {
+    let d = a.len();
+    assert_eq!(b.len(), d * out.len(), "dot_f32_f16_rows lengths");
+    dispatch!(level, dot_f32_f16_rows(a, b, out), {
+        for (o, row) in out.iter_mut().zip(b.chunks_exact(d.max(1))) {
+            *o = a.iter().zip(row).map(|(x, y)| x * y.to_f32()).sum();
+        }
+    })
+}
+
+/// `y += alphas[i] * row i of x` for the rows of `y.len()` halves that `x` holds one after
+/// another (the values of a KV-cache block), in row order: the same bits as one
+/// [`axpy_f16`] per row, with `y` kept in registers across the rows.
+pub fn axpy_f16_rows(y: &mut [f32], alphas: &[f32], x: &[f16]) {
+    axpy_f16_rows_at(simd_level(), y, alphas, x)
+}
+
+/// [`axpy_f16_rows`] at a given level.
+pub fn axpy_f16_rows_at(level: SimdLevel, y: &mut [f32], alphas: &[f32], x: &[f16]) {
+    let d = y.len();
+    assert_eq!(x.len(), d * alphas.len(), "axpy_f16_rows lengths");
+    dispatch!(level, axpy_f16_rows(y, alphas, x), {
+        for (&alpha, row) in alphas.iter().zip(x.chunks_exact(d.max(1))) {
+            for (o, v) in y.iter_mut().zip(row) {
+                *o += alpha * v.to_f32();
+            }
+        }
+    })
+}
+
 /// `y += alpha * x`.
 pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     axpy_f32_at(simd_level(), y, alpha, x)
@@ -256,6 +294,45 @@ mod avx2 {
         }
         for j in i..n {
             y[j] = alpha.mul_add(x[j].to_f32(), y[j]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot_f32_f16_rows(a: &[f32], b: &[f16], out: &mut [f32]) {
+        let d = a.len();
+        if d == 0 {
+            out.fill(0.0);
+            return;
+        }
+        for (o, row) in out.iter_mut().zip(b.chunks_exact(d)) {
+            *o = dot_f32_f16(a, row);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn axpy_f16_rows(y: &mut [f32], alphas: &[f32], x: &[f16]) {
+        let d = y.len();
+        let mut i = 0;
+        // Eight lanes of `y` at a time through every row: each element sees the same FMAs in
+        // the same order as row-by-row `axpy_f16`.
+        while i + 8 <= d {
+            // SAFETY: i + 8 <= d: 8 floats of `y` in bounds; row r's 8 halves at r·d + i are
+            // in `x` (x.len() == d · alphas.len(), checked by the caller).
+            unsafe {
+                let p = y.as_mut_ptr().add(i);
+                let mut acc = _mm256_loadu_ps(p);
+                for (r, &alpha) in alphas.iter().enumerate() {
+                    acc =
+                        _mm256_fmadd_ps(_mm256_set1_ps(alpha), h8(x.as_ptr().add(r * d + i)), acc);
+                }
+                _mm256_storeu_ps(p, acc);
+            }
+            i += 8;
+        }
+        for j in i..d {
+            for (r, &alpha) in alphas.iter().enumerate() {
+                y[j] = alpha.mul_add(x[r * d + j].to_f32(), y[j]);
+            }
         }
     }
 

@@ -120,3 +120,41 @@ fn elementwise_helpers() {
     assert_eq!(max(&[]), f32::NEG_INFINITY);
     assert_eq!(sum_squares(&[3.0, 4.0]), 25.0);
 }
+
+/// The block forms the attention uses (`dot_f32_f16_rows`, `axpy_f16_rows`) give exactly the
+/// bits of one `dot_f32_f16` / `axpy_f16` per row, in row order, at every level, for widths
+/// with and without scalar tails and for 0, 1 and 16 rows.
+#[test]
+fn row_block_forms_equal_row_by_row_bits() {
+    for level in SimdLevel::supported() {
+        for d in [1, 7, 8, 64, 72, 128] {
+            for n in [0, 1, 16] {
+                let mut r = Rng(5 + (d * 31 + n) as u32);
+                let q = row(&mut r, d);
+                let x: Vec<f16> = row(&mut r, d * n)
+                    .iter()
+                    .map(|v| f16::from_f32(*v))
+                    .collect();
+                let mut dots = vec![f32::NAN; n];
+                dot_f32_f16_rows_at(level, &q, &x, &mut dots);
+                for i in 0..n {
+                    let want = dot_f32_f16_at(level, &q, &x[i * d..(i + 1) * d]);
+                    assert_eq!(
+                        dots[i].to_bits(),
+                        want.to_bits(),
+                        "dot rows {level} d={d} row {i}"
+                    );
+                }
+                let alphas = row(&mut r, n);
+                let mut y = row(&mut r, d);
+                let mut want = y.clone();
+                axpy_f16_rows_at(level, &mut y, &alphas, &x);
+                for (i, &a) in alphas.iter().enumerate() {
+                    axpy_f16_at(level, &mut want, a, &x[i * d..(i + 1) * d]);
+                }
+                let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "axpy rows {level} d={d} n={n}");
+            }
+        }
+    }
+}

@@ -219,6 +219,54 @@ impl KvStorage {
         }
     }
 
+    /// `out[i] = key_dot(layer, block, head, slot0 + i, q)` for the `out.len()` slots from
+    /// `slot0` on (the same bits, with one dispatch per block for f16 caches).
+    pub fn key_dots(
+        &self,
+        layer: usize,
+        block: BlockId,
+        head: usize,
+        slot0: usize,
+        q: &Query,
+        out: &mut [f32],
+    ) {
+        let dk = self.layout.head_dim_k;
+        let r = self.row(block, head, slot0);
+        match &self.k[layer] {
+            Rows::F16(k) => vecops::dot_f32_f16_rows(&q.f, &k[r * dk..(r + out.len()) * dk], out),
+            Rows::Q8(_) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = self.key_dot(layer, block, head, slot0 + i, q);
+                }
+            }
+        }
+    }
+
+    /// `out += ws[i] · value` of the slots `slot0 + i`, in slot order (the same bits as one
+    /// [`KvStorage::add_value`] per slot).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_values(
+        &self,
+        layer: usize,
+        block: BlockId,
+        head: usize,
+        slot0: usize,
+        ws: &[f32],
+        out: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) {
+        let dv = self.layout.head_dim_v;
+        let r = self.row(block, head, slot0);
+        match &self.v[layer] {
+            Rows::F16(v) => vecops::axpy_f16_rows(out, ws, &v[r * dv..(r + ws.len()) * dv]),
+            Rows::Q8(_) => {
+                for (i, &w) in ws.iter().enumerate() {
+                    self.add_value(layer, block, head, slot0 + i, w, out, tmp);
+                }
+            }
+        }
+    }
+
     /// `out += w · value` of (`block`, `head`, `slot`); `tmp` holds `head_dim_v` floats for
     /// caches that must be dequantized first.
     #[allow(clippy::too_many_arguments)]
