@@ -13,8 +13,9 @@
 //! * F16 rounds to nearest even (F16C's `vcvtps2ph`); BF16 rounds to nearest even with NaN
 //!   kept quiet (`ggml_compute_fp32_to_bf16`).
 //!
-//! The same scalar code runs at every SIMD level, so the quantized activations never depend on
-//! the level: only the dot products do, within their stated tolerance.
+//! The quantized activations never depend on the SIMD level (only the dot products do, within
+//! their stated tolerance): Q8_K has an AVX-512 form that gives the scalar code's bytes
+//! exactly (tested), the others run the same scalar code everywhere.
 
 use rayon::prelude::*;
 
@@ -292,6 +293,21 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
 /// When `x.len() != 256 * y.len()`.
 pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
     assert_eq!(x.len(), y.len() * QK_K, "Q8_K row length");
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::simd_level() == crate::simd::SimdLevel::Avx512 {
+        for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+            // SAFETY: the process's SIMD level is AVX-512, which includes every feature the
+            // function is compiled with.
+            unsafe { x86::q8_k_block(xb.try_into().expect("256 values"), yb) };
+        }
+        return;
+    }
+    quantize_row_q8_k_scalar(x, y)
+}
+
+/// [`quantize_row_q8_k`] in portable code (the reference its AVX-512 form is tested against).
+pub fn quantize_row_q8_k_scalar(x: &[f32], y: &mut [BlockQ8K]) {
+    assert_eq!(x.len(), y.len() * QK_K, "Q8_K row length");
     for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
         let mut max = 0.0f32;
         let mut am = 0.0f32;
@@ -314,6 +330,58 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
             *s = I16Le::new(g.iter().map(|&q| i16::from(q)).sum());
         }
         yb.d = F32Le::new(1.0 / iscale);
+    }
+}
+
+/// Q8_K with AVX-512: the scalar code's bytes, sixteen values per instruction.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics, see `dot/x86/mod.rs`
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use crate::blocks::{BlockQ8K, F32Le, I16Le};
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(super) fn q8_k_block(x: &[f32; 256], y: &mut BlockQ8K) {
+        let ld = |i: usize| -> __m512 {
+            // SAFETY: i < 16, so floats 16i..16i + 16 are inside `x`; unaligned load.
+            unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * i)) }
+        };
+        // The largest magnitude; NaNs never win (`vmaxps` returns its second operand, the
+        // running maximum, when either is NaN), as the scalar loop's `>` skips them.
+        let mut m = _mm512_setzero_ps();
+        for i in 0..16 {
+            m = _mm512_max_ps(_mm512_abs_ps(ld(i)), m);
+        }
+        let am = _mm512_reduce_max_ps(m);
+        if am == 0.0 {
+            *y = bytemuck::Zeroable::zeroed();
+            return;
+        }
+        // The first element of that magnitude gives the sign, as in the scalar loop.
+        let amv = _mm512_set1_ps(am);
+        let mut max = am;
+        for i in 0..16 {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(ld(i)), amv);
+            if hit != 0 {
+                max = x[16 * i + hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let s = _mm512_set1_ps(iscale);
+        let top = _mm512_set1_epi32(127);
+        for i in 0..16 {
+            // Round half to even (the default rounding mode), then clamp the top only. A NaN
+            // product converts to i32::MIN, whose low byte 0 is what the scalar `as` gives.
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(s, ld(i))), top);
+            let b = _mm512_cvtepi32_epi8(q);
+            // SAFETY: `qs` is 256 bytes and i < 16: bytes 16i..16i + 16; unaligned store.
+            unsafe { _mm_storeu_si128(y.qs.as_mut_ptr().add(16 * i).cast(), b) };
+            let sum = _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(b));
+            y.bsums[i] = I16Le::new(sum as i16);
+        }
+        y.d = F32Le::new(1.0 / iscale);
     }
 }
 
@@ -387,6 +455,60 @@ mod tests {
         z[0].bsums[3] = I16Le::new(5);
         quantize_row_q8_k(&[0.0; 256], &mut z);
         assert_eq!(z[0], BlockQ8K::zeroed());
+    }
+
+    #[test]
+    fn q8_k_simd_equals_scalar_bytes() {
+        let mut r = 0x2468_ace1u32;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 17;
+            r ^= r << 5;
+            r
+        };
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for k in 0..200 {
+            let scale = [1e-30, 1e-3, 1.0, 100.0, 3e37][k % 5];
+            rows.push(
+                (0..512)
+                    .map(|_| (next() % 20001) as f32 / 10000.0 - 1.0)
+                    .map(|v| v * scale)
+                    .collect(),
+            );
+        }
+        // Ties in magnitude with opposite signs (the first wins), halves, zeros, non-finite.
+        let mut tie = vec![0.25f32; 256];
+        tie[3] = -2.0;
+        tie[200] = 2.0;
+        rows.push(tie.clone());
+        tie[3] = 2.0;
+        tie[200] = -2.0;
+        rows.push(tie);
+        rows.push((0..256).map(|i| (i as f32 - 128.0) / 2.0).collect());
+        rows.push(vec![0.0; 256]);
+        rows.push((0..256).map(|i| if i == 5 { -0.0 } else { 0.0 }).collect());
+        let mut odd = vec![1.0f32; 256];
+        odd[17] = f32::NAN;
+        rows.push(odd.clone());
+        odd[40] = f32::INFINITY;
+        rows.push(odd.clone());
+        odd[41] = f32::NEG_INFINITY;
+        rows.push(odd);
+        for x in &rows {
+            let n = x.len() / 256;
+            let mut a = vec![BlockQ8K::zeroed(); n];
+            let mut b = vec![BlockQ8K::zeroed(); n];
+            quantize_row_q8_k(x, &mut a);
+            quantize_row_q8_k_scalar(x, &mut b);
+            for (u, v) in a.iter().zip(&b) {
+                assert_eq!(
+                    bytemuck::bytes_of(u),
+                    bytemuck::bytes_of(v),
+                    "{:?}",
+                    &x[..4]
+                );
+            }
+        }
     }
 
     #[test]
