@@ -255,13 +255,8 @@ fn round_sat_i8(v: f32) -> i8 {
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), y.len() * 32, "Q8_0 row length");
     for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let m = amax(xb);
-        let d = m / 127.0;
-        yb.d = F16Le::from_f32(d);
-        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-        for (q, v) in yb.qs.iter_mut().zip(xb) {
-            *q = round_sat_i8(v * id);
-        }
+        let (m, _) = q8_block(xb.try_into().expect("32 values"), &mut yb.qs);
+        yb.d = F16Le::from_f32(m / 127.0);
     }
 }
 
@@ -273,17 +268,36 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), y.len() * 32, "Q8_1 row length");
     for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let m = amax(xb);
+        let (m, sum) = q8_block(xb.try_into().expect("32 values"), &mut yb.qs);
         let d = m / 127.0;
         yb.d = F16Le::from_f32(d);
-        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in yb.qs.iter_mut().zip(xb) {
-            *q = round_sat_i8(v * id);
-            sum += i32::from(*q);
-        }
         yb.s = F16Le::from_f32(d * sum as f32);
     }
+}
+
+/// One block of Q8_0 / Q8_1: the quants `round(v · 127 / amax)` into `qs`; returns `amax`
+/// and the sum of the quants.
+#[inline]
+fn q8_block(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::simd_level() == crate::simd::SimdLevel::Avx512 {
+        // SAFETY: the process's SIMD level is AVX-512, which includes every feature the
+        // function is compiled with.
+        return unsafe { x86::q8_block(x, qs) };
+    }
+    q8_block_scalar(x, qs)
+}
+
+/// [`q8_block`] in portable code (the reference its AVX-512 form is tested against).
+fn q8_block_scalar(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
+    let m = amax(x);
+    let id = if m != 0.0 { 127.0 / m } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(x) {
+        *q = round_sat_i8(v * id);
+        sum += i32::from(*q);
+    }
+    (m, sum)
 }
 
 /// Quantizes `x` (256 values per block) to Q8_K as ggml's `quantize_row_q8_K_ref` does.
@@ -340,6 +354,42 @@ mod x86 {
     use core::arch::x86_64::*;
 
     use crate::blocks::{BlockQ8K, F32Le, I16Le};
+
+    /// `super::q8_block_scalar`'s results with AVX-512.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(super) fn q8_block(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
+        // SAFETY: `x` is 32 readable floats; unaligned loads.
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_ps(x.as_ptr()),
+                _mm512_loadu_ps(x.as_ptr().add(16)),
+            )
+        };
+        // `f32::max` ignores NaN; so does `vmaxps` with the running maximum second.
+        let m = _mm512_reduce_max_ps(_mm512_max_ps(
+            _mm512_abs_ps(b),
+            _mm512_max_ps(_mm512_abs_ps(a), _mm512_setzero_ps()),
+        ));
+        let id = _mm512_set1_ps(if m != 0.0 { 127.0 / m } else { 0.0 });
+        let q = |v: __m512| -> __m512i {
+            let p = _mm512_mul_ps(v, id);
+            // Round half to even; NaN lanes give 0 as the scalar `as i8` does; the rest lie
+            // within ±127 (clamped anyway, as the scalar code saturates).
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+            let r = _mm512_maskz_cvtps_epi32(ordered, p);
+            _mm512_max_epi32(
+                _mm512_min_epi32(r, _mm512_set1_epi32(127)),
+                _mm512_set1_epi32(-128),
+            )
+        };
+        let (qa, qb) = (q(a), q(b));
+        // SAFETY: `qs` is 32 writable bytes; unaligned stores of 16 each.
+        unsafe {
+            _mm_storeu_si128(qs.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(qa));
+            _mm_storeu_si128(qs.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(qb));
+        }
+        (m, _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb)))
+    }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     pub(super) fn q8_k_block(x: &[f32; 256], y: &mut BlockQ8K) {
@@ -455,6 +505,44 @@ mod tests {
         z[0].bsums[3] = I16Le::new(5);
         quantize_row_q8_k(&[0.0; 256], &mut z);
         assert_eq!(z[0], BlockQ8K::zeroed());
+    }
+
+    #[test]
+    fn q8_block_simd_equals_scalar() {
+        let mut r = 0x1357_9bdfu32;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 17;
+            r ^= r << 5;
+            r
+        };
+        let mut blocks: Vec<[f32; 32]> = (0..2000)
+            .map(|k| {
+                let scale = [1e-30, 1e-3, 1.0, 100.0, 3e37][k % 5];
+                std::array::from_fn(|_| ((next() % 20001) as f32 / 10000.0 - 1.0) * scale)
+            })
+            .collect();
+        blocks.push([0.0; 32]);
+        blocks.push(std::array::from_fn(|i| (i as f32 - 16.0) / 2.0));
+        let mut odd = [1.5f32; 32];
+        odd[3] = f32::NAN;
+        blocks.push(odd);
+        odd[9] = f32::INFINITY;
+        blocks.push(odd);
+        odd[9] = f32::NEG_INFINITY;
+        blocks.push(odd);
+        for x in &blocks {
+            let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+            let ra = q8_block(x, &mut a);
+            let rb = q8_block_scalar(x, &mut b);
+            assert_eq!(a, b, "{:?}", &x[..4]);
+            assert_eq!(
+                (ra.0.to_bits(), ra.1),
+                (rb.0.to_bits(), rb.1),
+                "{:?}",
+                &x[..4]
+            );
+        }
     }
 
     #[test]
