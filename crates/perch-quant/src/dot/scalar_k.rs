@@ -14,17 +14,28 @@ use super::KVALUES_IQ4NL;
 /// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (ggml's `utmp` shuffle).
 #[inline]
 pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-    }
-    for j in 4..8 {
-        sc[j] = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-        mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    (sc, mn)
+    let w = k4_scales_mins_u64(s);
+    (w[0].to_le_bytes(), w[1].to_le_bytes())
+}
+
+/// [`k4_scales_mins`] as two little-endian words (scales, mins), computed four bytes at a
+/// time: byte `j` of the first word is scale `j`, of the second min `j`.
+#[inline]
+pub(crate) fn k4_scales_mins_u64(s: &[u8; 12]) -> [u64; 2] {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    let a = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let b = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let sc_lo = a & LOW6;
+    let mn_lo = b & LOW6;
+    let sc_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
+    let mn_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
+    [
+        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
+        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
+    ]
 }
 
 /// The sixteen 6-bit scales of a Q3_K block, minus 32.

@@ -25,7 +25,7 @@ macro_rules! k_kernels {
             BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K,
         };
         use crate::dot::KVALUES_IQ4NL;
-        use crate::dot::scalar_k::{iq4xs_scales, k4_scales_mins, q3k_scales};
+        use crate::dot::scalar_k::{iq4xs_scales, k4_scales_mins_u64, q3k_scales};
         use crate::dot::x86::common::*;
 
         /// Loads the 16 `i16` sums of a Q8_K block.
@@ -77,6 +77,39 @@ macro_rules! k_kernels {
             load32(a)
         }
 
+        /// A Q4_K / Q5_K block's scales (low 128 bits) and minimums (high 128 bits) as
+        /// sixteen `i16`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn k4_sm16(scales: &[u8; 12]) -> __m256i {
+            let [sc, mn] = k4_scales_mins_u64(scales);
+            _mm256_cvtepu8_epi16(_mm_set_epi64x(mn as i64, sc as i64))
+        }
+
+        /// `M = Σ_g min[g / 2] · bsums[g]`: Q8_K's sums of 16 added in pairs (sub-block `g`'s
+        /// 32 quants), times the minimums.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn mins_dot(y: &BlockQ8K, sm16: __m256i) -> i32 {
+            let bs = bsums(y);
+            let pairs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let p = _mm_madd_epi16(pairs, _mm256_extracti128_si256::<1>(sm16));
+            let p = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
+            let p = _mm_add_epi32(p, _mm_shuffle_epi32::<0b10_11_00_01>(p));
+            _mm_cvtsi128_si32(p)
+        }
+
+        /// Scale `k` of `sm16` (see [`k4_sm16`]; both halves hold the scales) in every lane.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn scale_k(scb: __m256i, k: usize) -> __m256i {
+            let lo = (2 * k) as i16;
+            _mm256_shuffle_epi8(scb, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
+        }
+
         /// Q4_K · Q8_K.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
@@ -89,33 +122,16 @@ macro_rules! k_kernels {
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let d = yd * xd;
                 let dmin = yd * xmin;
-                let (sc, mn) = k4_scales_mins(&xb.scales);
-                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
-                    mn[0] as i8,
-                    mn[0] as i8,
-                    mn[1] as i8,
-                    mn[1] as i8,
-                    mn[2] as i8,
-                    mn[2] as i8,
-                    mn[3] as i8,
-                    mn[3] as i8,
-                    mn[4] as i8,
-                    mn[4] as i8,
-                    mn[5] as i8,
-                    mn[5] as i8,
-                    mn[6] as i8,
-                    mn[6] as i8,
-                    mn[7] as i8,
-                    mn[7] as i8,
-                ));
-                acc_m += dmin * bsum_dot(yb, mins16) as f32;
+                let sm16 = k4_sm16(&xb.scales);
+                let scb = _mm256_permute2x128_si256::<0>(sm16, sm16);
+                acc_m += dmin * mins_dot(yb, sm16) as f32;
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
                     let q = load32u(&xb.qs[32 * j..]);
                     let lo = _mm256_and_si256(q, m4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
-                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    let s0 = scale_k(scb, 2 * j);
+                    let s1 = scale_k(scb, 2 * j + 1);
                     sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
                     sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
                 }
@@ -136,36 +152,19 @@ macro_rules! k_kernels {
             let mut acc_m = [0.0f32; 4];
             for (i, xb) in x.iter().enumerate() {
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
-                let (sc, mn) = k4_scales_mins(&xb.scales);
-                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
-                    mn[0] as i8,
-                    mn[0] as i8,
-                    mn[1] as i8,
-                    mn[1] as i8,
-                    mn[2] as i8,
-                    mn[2] as i8,
-                    mn[3] as i8,
-                    mn[3] as i8,
-                    mn[4] as i8,
-                    mn[4] as i8,
-                    mn[5] as i8,
-                    mn[5] as i8,
-                    mn[6] as i8,
-                    mn[6] as i8,
-                    mn[7] as i8,
-                    mn[7] as i8,
-                ));
+                let sm16 = k4_sm16(&xb.scales);
+                let scb = _mm256_permute2x128_si256::<0>(sm16, sm16);
                 let mut sumi = [_mm256_setzero_si256(); 4];
                 for r in 0..4 {
                     let yd = y[r][i].d.get();
-                    acc_m[r] += yd * xmin * bsum_dot(&y[r][i], mins16) as f32;
+                    acc_m[r] += yd * xmin * mins_dot(&y[r][i], sm16) as f32;
                 }
                 for j in 0..4 {
                     let q = load32u(&xb.qs[32 * j..]);
                     let lo = _mm256_and_si256(q, m4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
-                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    let s0 = scale_k(scb, 2 * j);
+                    let s1 = scale_k(scb, 2 * j + 1);
                     for r in 0..4 {
                         sumi[r] = acc_chunk(sumi[r], lo, q8(&y[r][i], 2 * j), s0);
                         sumi[r] = acc_chunk(sumi[r], hi, q8(&y[r][i], 2 * j + 1), s1);
@@ -270,26 +269,9 @@ macro_rules! k_kernels {
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let d = yd * xd;
                 let dmin = yd * xmin;
-                let (sc, mn) = k4_scales_mins(&xb.scales);
-                let mins16 = _mm256_cvtepu8_epi16(_mm_setr_epi8(
-                    mn[0] as i8,
-                    mn[0] as i8,
-                    mn[1] as i8,
-                    mn[1] as i8,
-                    mn[2] as i8,
-                    mn[2] as i8,
-                    mn[3] as i8,
-                    mn[3] as i8,
-                    mn[4] as i8,
-                    mn[4] as i8,
-                    mn[5] as i8,
-                    mn[5] as i8,
-                    mn[6] as i8,
-                    mn[6] as i8,
-                    mn[7] as i8,
-                    mn[7] as i8,
-                ));
-                acc_m += dmin * bsum_dot(yb, mins16) as f32;
+                let sm16 = k4_sm16(&xb.scales);
+                let scb = _mm256_permute2x128_si256::<0>(sm16, sm16);
+                acc_m += dmin * mins_dot(yb, sm16) as f32;
                 let qh = load32(&xb.qh);
                 let mut sumi = _mm256_setzero_si256();
                 let mut hb = qh;
@@ -300,8 +282,8 @@ macro_rules! k_kernels {
                     hb = _mm256_srli_epi16::<2>(hb);
                     let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
                     let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
-                    let s0 = _mm256_set1_epi16(i16::from(sc[2 * j]));
-                    let s1 = _mm256_set1_epi16(i16::from(sc[2 * j + 1]));
+                    let s0 = scale_k(scb, 2 * j);
+                    let s1 = scale_k(scb, 2 * j + 1);
                     sumi = acc_chunk(sumi, lo, q8(yb, 2 * j), s0);
                     sumi = acc_chunk(sumi, hi, q8(yb, 2 * j + 1), s1);
                 }
