@@ -7,9 +7,11 @@
 //!   llama.cpp's ggml-quants.c;
 //! * accuracy: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS against llama.cpp's
 //!   `quantize_<type>` on the same rows, without and with the same importance vector, and
-//!   Q4_0, Q4_1, Q5_0, Q5_1 with it (their importance-weighted quantizers): per
-//!   row, perch's squared error (importance-weighted when a vector is given) must not exceed
-//!   llama.cpp's by more than a factor 1.0001 (plus 1e-30 for all-zero rows).
+//!   Q4_0, Q4_1, Q5_0, Q5_1 with it (their importance-weighted quantizers): per row, perch's
+//!   squared error (importance-weighted when a vector is given) must not exceed llama.cpp's
+//!   by more than a factor 1.0001 (plus 1e-30 for all-zero rows);
+//! * and beyond that, Q4_K, Q5_K and Q6_K without a vector bit-exact against llama.cpp's
+//!   `quantize_<type>` (ggml's reference search; `src/quantize/kquants.rs` says why).
 
 mod common;
 
@@ -107,6 +109,27 @@ fn reference_quantizers_are_bit_exact() {
     }
     assert!(checked >= 12 * d.n_rows);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Without an importance vector, Q4_K, Q5_K and Q6_K run ggml's reference search alone
+/// (`quantize_row_qX_K_ref`, what llama-quantize writes then): the same bytes as llama.cpp.
+#[test]
+fn k_quants_without_imatrix_are_llama_cpp_bit_for_bit() {
+    let d = data();
+    for name in ["q4_K", "q5_K", "q6_K"] {
+        let ty = ty(name);
+        let rb = row_bytes(ty, d.n);
+        let theirs = read(&format!("quant/{name}.ggml"));
+        assert_eq!(theirs.len(), rb * d.n_rows, "{name}.ggml");
+        for r in 0..d.n_rows {
+            let mut ours = vec![0u8; rb];
+            quantize_row(ty, &d.rows[r * d.n..(r + 1) * d.n], &mut ours, None).unwrap();
+            assert!(
+                ours == theirs[r * rb..(r + 1) * rb],
+                "{name} row {r} differs from llama.cpp's quantize_{name}"
+            );
+        }
+    }
 }
 
 /// Per-row squared error of a quantized row, weighted by `w` when given.
