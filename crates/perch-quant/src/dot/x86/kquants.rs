@@ -110,14 +110,37 @@ macro_rules! k_kernels {
             _mm256_shuffle_epi8(scb, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
         }
 
+        /// Requests the cache lines of the super-block `DIST` bytes past `xb` (weights
+        /// stream from memory in a matrix × vector product), up to `SLACK` bytes past the row's
+        /// end `end` (into the next row, which the product reads next). A prefetch is only a
+        /// hint: it never faults, whatever the address.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn prefetch_block<B>(xb: &B, end: *const u8) {
+            const DIST: usize = 1024;
+            const SLACK: usize = 2048;
+            let base = (xb as *const B).cast::<u8>().wrapping_add(DIST);
+            let ahead = end.wrapping_add(SLACK);
+            let mut off = 0;
+            while off < core::mem::size_of::<B>() + 63 {
+                let next = base.wrapping_add(off);
+                if next < ahead {
+                    _mm_prefetch::<_MM_HINT_T0>(next.cast());
+                }
+                off += 64;
+            }
+        }
+
         /// Q4_K · Q8_K.
         #[target_feature(enable = $feat)]
         pub(crate) fn q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let m4 = _mm256_set1_epi8(0x0f);
             let mut acc = 0.0f32;
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let yd = yb.d.get();
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let d = yd * xd;
@@ -260,11 +283,13 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let m4 = _mm256_set1_epi8(0x0f);
             let one = _mm256_set1_epi8(1);
             let mut acc = 0.0f32;
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let yd = yb.d.get();
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let d = yd * xd;
@@ -296,10 +321,12 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let m4 = _mm256_set1_epi8(0x0f);
             let m3 = _mm256_set1_epi8(0x30);
             let mut acc = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let d = yb.d.get() * h2f2(xb.d.to_bits(), 0).0;
                 // SAFETY: `scales` is 16 readable bytes; unaligned load.
                 let sc16 =
