@@ -372,10 +372,12 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let m3 = _mm256_set1_epi8(3);
             let one = _mm256_set1_epi8(1);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let sc = q3k_scales(&xb.scales);
                 // SAFETY: `sc` is 16 readable bytes; unaligned load.
@@ -406,11 +408,13 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let m3 = _mm256_set1_epi8(3);
             let m4 = _mm_set1_epi8(0x0f);
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let yd = yb.d.get();
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let dall = yd * xd;
@@ -439,9 +443,11 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn iq4_xs(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
+            let end = x.as_ptr_range().end.cast::<u8>();
             let table = table16(&KVALUES_IQ4NL);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
+                prefetch_block(xb, end);
                 let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let ls = iq4xs_scales(xb);
                 let mut sumi = _mm256_setzero_si256();
