@@ -178,9 +178,16 @@ impl Model {
         self.repacked.get(m.range.start, &self.weight(m), rows)
     }
 
-    /// Bytes of repacked weights held beside the mapped file.
-    pub fn repacked_bytes(&self) -> usize {
-        self.repacked.used()
+    /// [`Model::weight`] with its repacked form `packed` (from [`Model::repacked`]), if any.
+    fn weight_with<'a>(
+        &'a self,
+        m: &MatrixRef,
+        packed: &'a Option<Arc<PackedWeights>>,
+    ) -> WeightMatrix<'a> {
+        match packed {
+            Some(p) => self.weight(m).with_packed(p),
+            None => self.weight(m),
+        }
     }
 
     /// `out[r][o] = W[o] · x[r]` for `rows` rows of activations `x`.
@@ -200,11 +207,8 @@ impl Model {
         out.resize(rows * m.rows, 0.0);
         let a = acts.get(m.ty, x, rows, m.cols)?;
         let packed = self.repacked(m, rows);
-        let w = match &packed {
-            Some(p) => self.weight(m).with_packed(p),
-            None => self.weight(m),
-        };
-        perch_quant::matmul(&w, a, out).map_err(|e| EngineError::Kernel(e.to_string()))
+        perch_quant::matmul(&self.weight_with(m, &packed), a, out)
+            .map_err(|e| EngineError::Kernel(e.to_string()))
     }
 
     /// `outs[i][r][o] = Ms[i][o] · x[r]` for matrices that read the same activations, in one
@@ -241,10 +245,7 @@ impl Model {
         let ws: Vec<WeightMatrix<'_>> = ms
             .iter()
             .zip(&packed)
-            .map(|(m, p)| match p {
-                Some(p) => self.weight(m).with_packed(p),
-                None => self.weight(m),
-            })
+            .map(|(m, p)| self.weight_with(m, p))
             .collect();
         let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
         perch_quant::matmul_multi(&ws, a, &mut slices)

@@ -89,7 +89,8 @@ impl RepackCache {
     }
 
     /// Bytes held.
-    pub(crate) fn used(&self) -> usize {
+    #[cfg(test)]
+    fn used(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).used
     }
 }

@@ -254,8 +254,9 @@ fn round_sat_i8(v: f32) -> i8 {
 /// When `x.len() != 32 * y.len()`.
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), y.len() * 32, "Q8_0 row length");
+    let block = q8_block_fn();
     for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let (m, _) = q8_block(xb.try_into().expect("32 values"), &mut yb.qs);
+        let (m, _) = block(xb.try_into().expect("32 values"), &mut yb.qs);
         yb.d = F16Le::from_f32(m / 127.0);
     }
 }
@@ -267,8 +268,9 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 /// When `x.len() != 32 * y.len()`.
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), y.len() * 32, "Q8_1 row length");
+    let block = q8_block_fn();
     for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
-        let (m, sum) = q8_block(xb.try_into().expect("32 values"), &mut yb.qs);
+        let (m, sum) = block(xb.try_into().expect("32 values"), &mut yb.qs);
         let d = m / 127.0;
         yb.d = F16Le::from_f32(d);
         yb.s = F16Le::from_f32(d * sum as f32);
@@ -277,18 +279,22 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
 
 /// One block of Q8_0 / Q8_1: the quants `round(v · 127 / amax)` into `qs`; returns `amax`
 /// and the sum of the quants.
-#[inline]
-fn q8_block(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
+type Q8BlockFn = fn(&[f32; 32], &mut [i8; 32]) -> (f32, i32);
+
+/// The [`Q8BlockFn`] for the process's SIMD level, chosen once per row.
+fn q8_block_fn() -> Q8BlockFn {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::simd_level() == crate::simd::SimdLevel::Avx512 {
-        // SAFETY: the process's SIMD level is AVX-512, which includes every feature the
-        // function is compiled with.
-        return unsafe { x86::q8_block(x, qs) };
+        return |x, qs| {
+            // SAFETY: handed out only when the process's SIMD level is AVX-512, which
+            // includes every feature the function is compiled with.
+            unsafe { x86::q8_block(x, qs) }
+        };
     }
-    q8_block_scalar(x, qs)
+    q8_block_scalar
 }
 
-/// [`q8_block`] in portable code (the reference its AVX-512 form is tested against).
+/// [`Q8BlockFn`] in portable code (the reference its AVX-512 form is tested against).
 fn q8_block_scalar(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
     let m = amax(x);
     let id = if m != 0.0 { 127.0 / m } else { 0.0 };
@@ -533,7 +539,7 @@ mod tests {
         blocks.push(odd);
         for x in &blocks {
             let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
-            let ra = q8_block(x, &mut a);
+            let ra = q8_block_fn()(x, &mut a);
             let rb = q8_block_scalar(x, &mut b);
             assert_eq!(a, b, "{:?}", &x[..4]);
             assert_eq!(

@@ -397,32 +397,27 @@ mod batch {
 
     /// Repacks every group of `w` (a packable type), in parallel.
     pub(super) fn build(w: &WeightMatrix<'_>) -> Groups {
-        use rayon::prelude::*;
-        let n_groups = w.rows().div_ceil(ROWS);
-        let n = |gi: usize| ROWS.min(w.rows() - gi * ROWS);
         if packed_k::packable(w.ty()) {
-            Groups::K(
-                (0..n_groups)
-                    .into_par_iter()
-                    .map(|gi| {
-                        let mut g = PackedKGroup::default();
-                        g.fill(w, gi * ROWS, n(gi));
-                        g
-                    })
-                    .collect(),
-            )
+            Groups::K(build_groups(w, PackedKGroup::fill))
         } else {
-            Groups::Legacy(
-                (0..n_groups)
-                    .into_par_iter()
-                    .map(|gi| {
-                        let mut g = PackedGroup::default();
-                        g.fill(w, gi * ROWS, n(gi));
-                        g
-                    })
-                    .collect(),
-            )
+            Groups::Legacy(build_groups(w, PackedGroup::fill))
         }
+    }
+
+    /// Every group of ROWS rows of `w`, each filled by `fill(group, w, first row, rows)`.
+    fn build_groups<G: Default + Send>(
+        w: &WeightMatrix<'_>,
+        fill: impl Fn(&mut G, &WeightMatrix<'_>, usize, usize) + Sync,
+    ) -> Vec<G> {
+        use rayon::prelude::*;
+        (0..w.rows().div_ceil(ROWS))
+            .into_par_iter()
+            .map(|gi| {
+                let mut g = G::default();
+                fill(&mut g, w, gi * ROWS, ROWS.min(w.rows() - gi * ROWS));
+                g
+            })
+            .collect()
     }
 
     /// Bytes held by `groups`.
@@ -441,14 +436,11 @@ mod batch {
         x: &QuantizedActivations,
         prepared: &mut Vec<PreparedActivations>,
     ) -> Option<Plan> {
-        if level != SimdLevel::Avx512 {
+        if x.rows() < min_rows(level, ty)? {
             return None;
         }
         if packed_k::packable(ty) {
-            return (x.rows() >= packed_k::MIN_ACT_ROWS).then_some(Plan::K);
-        }
-        if !packable(ty) || x.rows() < MIN_ACT_ROWS {
-            return None;
+            return Some(Plan::K);
         }
         Some(Plan::Legacy(
             match prepared.iter().position(|p| p.serves(ty)) {

@@ -164,15 +164,22 @@ fn pair(lo: i32, hi: i32) -> i32 {
     (lo as i16 as u16 as i32) | ((hi as i16 as u16 as i32) << 16)
 }
 
+/// The first 32 bytes of `s` (a named function: a closure would not inherit the caller's
+/// target features, so the load would not inline).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn load32u(s: &[u8]) -> __m256i {
+    crate::dot::x86::common::load32(s[..32].try_into().unwrap())
+}
+
 /// The 256 quants of every row, unpacked to bytes in element order and transposed.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
-    use crate::dot::x86::common::load32;
+    use crate::dot::x86::kquants::avx512::q6_quants;
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(0x30);
     let one = _mm256_set1_epi8(1);
     let two = _mm256_set1_epi8(2);
-    let ld = |s: &[u8]| -> __m256i { load32(s[..32].try_into().unwrap()) };
     for b in 0..g.blocks {
         // Piece p (elements 32p..32p + 32) of every row.
         let mut u = [[_mm256_setzero_si256(); ROWS]; 8];
@@ -184,16 +191,16 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
                 GgmlType::Q4_K => {
                     let x = &as_blocks::<BlockQ4K>(row).expect("whole blocks")[b];
                     for c in 0..4 {
-                        let q = ld(&x.qs[32 * c..]);
+                        let q = load32u(&x.qs[32 * c..]);
                         u[2 * c][j] = _mm256_and_si256(q, m4);
                         u[2 * c + 1][j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
                     }
                 }
                 GgmlType::Q5_K => {
                     let x = &as_blocks::<BlockQ5K>(row).expect("whole blocks")[b];
-                    let mut hb = ld(&x.qh);
+                    let mut hb = load32u(&x.qh);
                     for c in 0..4 {
-                        let q = ld(&x.qs[32 * c..]);
+                        let q = load32u(&x.qs[32 * c..]);
                         let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one));
                         let h1 = _mm256_slli_epi16::<3>(_mm256_and_si256(hb, two));
                         hb = _mm256_srli_epi16::<2>(hb);
@@ -205,25 +212,11 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
                 GgmlType::Q6_K => {
                     let x = &as_blocks::<BlockQ6K>(row).expect("whole blocks")[b];
                     for h in 0..2 {
-                        let ql0 = ld(&x.ql[64 * h..]);
-                        let ql1 = ld(&x.ql[64 * h + 32..]);
-                        let qh = ld(&x.qh[32 * h..]);
-                        u[4 * h][j] = _mm256_or_si256(
-                            _mm256_and_si256(ql0, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
-                        );
-                        u[4 * h + 1][j] = _mm256_or_si256(
-                            _mm256_and_si256(ql1, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
-                        );
-                        u[4 * h + 2][j] = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                            _mm256_and_si256(qh, m3),
-                        );
-                        u[4 * h + 3][j] = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
-                        );
+                        let (ql0, ql1) = (load32u(&x.ql[64 * h..]), load32u(&x.ql[64 * h + 32..]));
+                        let q = q6_quants(ql0, ql1, load32u(&x.qh[32 * h..]), m4, m3);
+                        for (c, qc) in q.into_iter().enumerate() {
+                            u[4 * h + c][j] = qc;
+                        }
                     }
                 }
                 _ => unreachable!("packable types only"),

@@ -137,19 +137,8 @@ fn multi_products_equal_separate_products() {
         (GgmlType::Q6_K, 32),
         (GgmlType::Q4_K, 33),
     ];
-    let data: Vec<Vec<u8>> = shapes
-        .iter()
-        .map(|&(ty, rows)| {
-            (0..rows)
-                .flat_map(|_| weight_row(ty, cols, &mut r, Fill::Random))
-                .collect()
-        })
-        .collect();
-    let ws: Vec<WeightMatrix<'_>> = shapes
-        .iter()
-        .zip(&data)
-        .map(|(&(ty, rows), d)| WeightMatrix::new(ty, rows, cols, d).unwrap())
-        .collect();
+    let data = random_matrices(&shapes, cols, &mut r);
+    let ws = matrices(&shapes, cols, &data);
     let n_act = 5;
     let x: Vec<f32> = (0..n_act * cols).map(|_| r.range(-2.0, 2.0)).collect();
     let mut xa = QuantizedActivations::new();
@@ -187,51 +176,81 @@ fn multi_products_equal_separate_products() {
     }
 }
 
-/// Several matrices through the repacked path in one product: types with different offsets
-/// (Q4_0, Q5_0, Q8_0) and one type twice (whose prepared activations are shared) give exactly
-/// what separate products give.
-#[test]
-fn repacked_multi_products_equal_separate_products() {
-    use perch_quant::matmul::matmul_multi_at;
-    let cols = 128;
-    let mut r = Rng(0x7061_636b);
-    let shapes = [
-        (GgmlType::Q4_0, 40),
-        (GgmlType::Q8_0, 17),
-        (GgmlType::Q5_0, 16),
-        (GgmlType::Q4_0, 9),
-    ];
-    let data: Vec<Vec<u8>> = shapes
+/// Random weight bytes for matrices of `(type, rows)` with `cols` columns.
+fn random_matrices(shapes: &[(GgmlType, usize)], cols: usize, r: &mut Rng) -> Vec<Vec<u8>> {
+    shapes
         .iter()
         .map(|&(ty, rows)| {
             (0..rows)
-                .flat_map(|_| weight_row(ty, cols, &mut r, Fill::Random))
+                .flat_map(|_| weight_row(ty, cols, r, Fill::Random))
                 .collect()
         })
-        .collect();
-    let ws: Vec<WeightMatrix<'_>> = shapes
+        .collect()
+}
+
+/// The matrices over `data` (from [`random_matrices`] with the same shapes).
+fn matrices<'a>(
+    shapes: &[(GgmlType, usize)],
+    cols: usize,
+    data: &'a [Vec<u8>],
+) -> Vec<WeightMatrix<'a>> {
+    shapes
         .iter()
-        .zip(&data)
+        .zip(data)
         .map(|(&(ty, rows), d)| WeightMatrix::new(ty, rows, cols, d).unwrap())
-        .collect();
-    let n_act = 16;
-    let x: Vec<f32> = (0..n_act)
-        .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
-        .collect();
-    let mut xa = QuantizedActivations::new();
-    xa.quantize(GgmlType::Q8_0, &x, n_act, cols).unwrap();
-    for level in SimdLevel::supported() {
-        let mut multi: Vec<Vec<f32>> = ws
-            .iter()
-            .map(|w| vec![f32::NAN; w.rows() * n_act])
+        .collect()
+}
+
+/// Several matrices through the repacked paths in one product give exactly what separate
+/// products give: 32-element types with different offsets (Q4_0, Q5_0, Q8_0) and one type twice
+/// (whose prepared activations are shared), and the K-quants (Q4_K twice, Q6_K).
+#[test]
+fn repacked_multi_products_equal_separate_products() {
+    use perch_quant::matmul::matmul_multi_at;
+    let cases: [(usize, [(GgmlType, usize); 4]); 2] = [
+        (
+            128,
+            [
+                (GgmlType::Q4_0, 40),
+                (GgmlType::Q8_0, 17),
+                (GgmlType::Q5_0, 16),
+                (GgmlType::Q4_0, 9),
+            ],
+        ),
+        (
+            512,
+            [
+                (GgmlType::Q4_K, 40),
+                (GgmlType::Q6_K, 17),
+                (GgmlType::Q5_K, 16),
+                (GgmlType::Q4_K, 9),
+            ],
+        ),
+    ];
+    let mut r = Rng(0x7061_636b);
+    for (cols, shapes) in cases {
+        let data = random_matrices(&shapes, cols, &mut r);
+        let ws = matrices(&shapes, cols, &data);
+        let n_act = 16;
+        let x: Vec<f32> = (0..n_act)
+            .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
             .collect();
-        let mut outs: Vec<&mut [f32]> = multi.iter_mut().map(|v| v.as_mut_slice()).collect();
-        matmul_multi_at(level, &ws, &xa, &mut outs).unwrap();
-        for (w, m) in ws.iter().zip(&multi) {
-            let mut sep = vec![f32::NAN; w.rows() * n_act];
-            matmul_at(level, w, &xa, &mut sep).unwrap();
-            let same = sep.iter().zip(m).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{} at {level}: multi product differs", w.ty());
+        let mut xa = QuantizedActivations::new();
+        xa.quantize(vec_dot_type(shapes[0].0), &x, n_act, cols)
+            .unwrap();
+        for level in SimdLevel::supported() {
+            let mut multi: Vec<Vec<f32>> = ws
+                .iter()
+                .map(|w| vec![f32::NAN; w.rows() * n_act])
+                .collect();
+            let mut outs: Vec<&mut [f32]> = multi.iter_mut().map(|v| v.as_mut_slice()).collect();
+            matmul_multi_at(level, &ws, &xa, &mut outs).unwrap();
+            for (w, m) in ws.iter().zip(&multi) {
+                let mut sep = vec![f32::NAN; w.rows() * n_act];
+                matmul_at(level, w, &xa, &mut sep).unwrap();
+                let same = sep.iter().zip(m).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} at {level}: multi product differs", w.ty());
+            }
         }
     }
 }
@@ -293,8 +312,9 @@ fn prepacked_weights_equal_packing_on_the_fly() {
     eprintln!("{checked} types checked with prepacked weights");
 }
 
+/// Repacked weights handed to a matrix of another shape are refused (a panic naming the
+/// mistake, not wrong results).
 #[test]
-#[should_panic(expected = "repacked weights of another matrix")]
 fn prepacked_weights_of_another_shape_are_refused() {
     use perch_quant::PackedWeights;
     let mut r = Rng(7);
@@ -305,7 +325,20 @@ fn prepacked_weights_of_another_shape_are_refused() {
     let big = WeightMatrix::new(ty, 32, 64, &w).unwrap();
     let small = WeightMatrix::new(ty, 16, 64, &w[..w.len() / 2]).unwrap();
     let Some(p) = PackedWeights::build(&big) else {
-        panic!("repacked weights of another matrix (no AVX-512 here; nothing to check)");
+        // No AVX-512 VNNI here: nothing can be repacked at all.
+        assert!(PackedWeights::min_rows(ty).is_none());
+        return;
     };
-    let _ = small.with_packed(&p);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = small.with_packed(&p);
+    }))
+    .expect_err("a matrix of another shape must be refused");
+    let msg = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    assert!(msg.contains("repacked weights of another matrix"), "{msg}");
+    // The matrix it was built from takes it.
+    let _ = big.with_packed(&p);
 }

@@ -249,10 +249,11 @@ macro_rules! k_kernels {
             acc
         }
 
-        /// The four 32-byte chunks of unsigned 6-bit quants of one Q6_K half.
+        /// The four 32-byte chunks of unsigned 6-bit quants of one Q6_K half (elements
+        /// `32c..32c + 32` of the half in chunk `c`), from its `ql` and `qh` bytes.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn q6_quants(
+        pub(crate) fn q6_quants(
             ql0: __m256i,
             ql1: __m256i,
             qh: __m256i,
@@ -340,24 +341,7 @@ macro_rules! k_kernels {
                     let ql0 = load32u(&xb.ql[64 * h..]);
                     let ql1 = load32u(&xb.ql[64 * h + 32..]);
                     let qh = load32u(&xb.qh[32 * h..]);
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql0, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m3),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql1, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m3),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                            _mm256_and_si256(qh, m3),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
-                        ),
-                    ];
+                    let q = q6_quants(ql0, ql1, qh, m4, m3);
                     for (k, qk) in q.into_iter().enumerate() {
                         let c = 4 * h + k;
                         sumi = acc_chunk(sumi, qk, q8(yb, c), chunk_scales(sc16, c));

@@ -12,7 +12,7 @@
 
 pub(crate) mod common;
 mod float;
-mod kquants;
+pub(crate) mod kquants;
 mod legacy;
 mod ternary;
 
