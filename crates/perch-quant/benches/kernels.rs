@@ -206,6 +206,28 @@ fn bench(c: &mut Criterion) {
                 }
             }
         }
+        // The engine's case: weights repacked once beforehand (`PackedWeights`), 64 rows (a
+        // batch of decoding sequences) and 512 (a prompt chunk).
+        if let Some(packed) = perch_quant::PackedWeights::build(&wm) {
+            let wp = wm.with_packed(&packed);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            for n_act in [64, 512] {
+                let x = activations(ty, n_act);
+                let mut out = vec![0f32; rows * n_act];
+                g.throughput(Throughput::Elements((rows * n_act) as u64));
+                g.bench_function(
+                    BenchmarkId::new(format!("{n_act}rows-prepacked"), "1t-cpu"),
+                    |b| {
+                        b.iter_custom(|iters| {
+                            pool.install(|| cpu_timed(iters, || matmul(&wp, &x, &mut out).unwrap()))
+                        })
+                    },
+                );
+            }
+        }
         g.finish();
     }
 }

@@ -16,6 +16,8 @@
 #![deny(missing_docs)]
 
 pub mod activations;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod blocks;
 pub mod dequant;
 pub mod dot;

@@ -294,13 +294,13 @@ pub fn matmul_multi_at(
     // Every matrix is checked before anything is computed.
     let mut jobs = Vec::with_capacity(ws.len());
     // Activations prepared for the repacked path, once per weight layout (Q, K and V share).
-    let mut prepared = Vec::new();
+    let mut prepared = batch::Prepared::default();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         if let Some(kernels) = check(level, w, x, out)? {
             let mut chunk = chunk_rows(w, threads);
             let packed = batch::prepare(level, w.ty, x, &mut prepared);
-            if packed.is_some() {
-                chunk = chunk.next_multiple_of(batch::ROWS);
+            if let Some(plan) = packed {
+                chunk = batch::chunk_rows(plan, w, threads, chunk);
             }
             jobs.push((w, kernels, OutPtr(out.as_mut_ptr()), chunk, packed));
         }
@@ -335,6 +335,7 @@ mod batch {
 
     use super::{OutPtr, WeightMatrix};
     use crate::activations::QuantizedActivations;
+    use crate::amx::{self, TILE_ROWS};
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable};
@@ -345,6 +346,7 @@ mod batch {
     thread_local! {
         static GROUP: RefCell<PackedGroup> = RefCell::new(PackedGroup::default());
         static GROUP_K: RefCell<PackedKGroup> = RefCell::new(PackedKGroup::default());
+        static GROUPS_K: RefCell<Vec<PackedKGroup>> = const { RefCell::new(Vec::new()) };
     }
 
     /// How a product runs repacked.
@@ -354,6 +356,16 @@ mod batch {
         Legacy(usize),
         /// A K-quant (the activations are read as they are).
         K,
+        /// A K-quant on AMX tiles (the activations rearranged into tiles once per product).
+        KTiles,
+    }
+
+    /// The activations as the repacked products want them, prepared once per product call
+    /// (and shared by its matrices).
+    #[derive(Default)]
+    pub(super) struct Prepared {
+        legacy: Vec<PreparedActivations>,
+        tiles: Option<amx::TiledActivations>,
     }
 
     /// Every group of a repacked matrix.
@@ -434,30 +446,56 @@ mod batch {
         level: SimdLevel,
         ty: GgmlType,
         x: &QuantizedActivations,
-        prepared: &mut Vec<PreparedActivations>,
+        prepared: &mut Prepared,
     ) -> Option<Plan> {
         if x.rows() < min_rows(level, ty)? {
             return None;
         }
+        if packed_k::tiles_for(ty) {
+            prepared
+                .tiles
+                .get_or_insert_with(|| amx::TiledActivations::new(x));
+            return Some(Plan::KTiles);
+        }
         if packed_k::packable(ty) {
             return Some(Plan::K);
         }
+        let legacy = &mut prepared.legacy;
         Some(Plan::Legacy(
-            match prepared.iter().position(|p| p.serves(ty)) {
+            match legacy.iter().position(|p| p.serves(ty)) {
                 Some(i) => i,
                 None => {
-                    prepared.push(PreparedActivations::new(ty, x));
-                    prepared.len() - 1
+                    legacy.push(PreparedActivations::new(ty, x));
+                    legacy.len() - 1
                 }
             },
         ))
+    }
+
+    /// Weight rows per task for a repacked product: whole groups; on AMX tiles, groups whose
+    /// weights (two bytes each there) stay in L2 while every activation row runs by, and
+    /// about two tasks per thread (fewer, larger tasks reuse each activation block more).
+    pub(super) fn chunk_rows(
+        plan: Plan,
+        w: &WeightMatrix<'_>,
+        threads: usize,
+        rows: usize,
+    ) -> usize {
+        match plan {
+            Plan::KTiles => {
+                let by_cache = 1024 * 1024 / (2 * w.cols().max(1));
+                let by_balance = w.rows().div_ceil(2 * threads);
+                by_cache.min(by_balance).next_multiple_of(ROWS)
+            }
+            _ => rows.next_multiple_of(ROWS),
+        }
     }
 
     /// Weight rows `o0..o1` against every activation row, sixteen weight rows at a time.
     pub(super) fn chunk_product(
         w: &WeightMatrix<'_>,
         plan: Plan,
-        prepared: &[PreparedActivations],
+        prepared: &Prepared,
         x: &QuantizedActivations,
         o0: usize,
         o1: usize,
@@ -466,13 +504,19 @@ mod batch {
         let n_out = w.rows();
         let n_act = x.rows();
         let store = |r: usize, o: usize, v: &[f32]| {
-            for (j, &vj) in v.iter().enumerate() {
-                let idx = r * n_out + o + j;
-                debug_assert!(idx < n_act * n_out);
-                // SAFETY: idx < rows * n_out = out.len() (checked by `matmul_at`), and this
-                // task alone writes indices with `o + j` in its range `o0..o1`.
-                unsafe { out.0.add(idx).write(vj) };
-            }
+            let idx = r * n_out + o;
+            assert!(r < n_act && o + v.len() <= n_out);
+            // SAFETY: indices `idx..idx + v.len()` are below (r + 1) * n_out <= rows * n_out =
+            // out.len() (checked by `matmul_at`), and this task alone writes indices with
+            // `o + j` in its range `o0..o1`; `v` is a separate buffer. One copy, not a store
+            // per float: the rows of `out` are far apart, and each is written once.
+            unsafe {
+                let dst = out.0.add(idx);
+                match <&[f32; ROWS]>::try_from(v) {
+                    Ok(whole) => dst.cast::<[f32; ROWS]>().write_unaligned(*whole),
+                    Err(_) => std::ptr::copy_nonoverlapping(v.as_ptr(), dst, v.len()),
+                }
+            };
         };
         // The repacked group of rows `o..o + n`: the matrix's own when it was repacked
         // beforehand (chunks start at multiples of ROWS), else `scratch` filled now.
@@ -488,8 +532,54 @@ mod batch {
                         }
                     };
                     for r in 0..n_act {
-                        let v = group_dot(w.ty(), g, &prepared[p], r);
+                        let v = group_dot(w.ty(), g, &prepared.legacy[p], r);
                         store(r, o, &v[..n]);
+                    }
+                }
+            }),
+            (Plan::KTiles, packed) => GROUPS_K.with_borrow_mut(|scratch| {
+                let tiled = prepared.tiles.as_ref().expect("tiled activations");
+                // The chunk's groups: the matrix's own, or repacked now (once for all the
+                // row blocks below).
+                let firsts: Vec<usize> = (o0..o1).step_by(ROWS).collect();
+                let groups: Vec<&PackedKGroup> = match packed {
+                    Some(Groups::K(gs)) => firsts.iter().map(|&o| &gs[o / ROWS]).collect(),
+                    _ => {
+                        scratch.resize_with(firsts.len(), PackedKGroup::default);
+                        for (g, &o) in scratch.iter_mut().zip(&firsts) {
+                            g.fill(w, o, ROWS.min(o1 - o));
+                        }
+                        scratch.iter().collect()
+                    }
+                };
+                // Activation rows in blocks of about 512 KiB of quants, each block running by
+                // every group of the chunk while it stays in L2.
+                let block_tiles = (512 * 1024 / (w.cols() * TILE_ROWS)).max(1);
+                let session = amx::TileSession::start();
+                let mut v = vec![[0f32; ROWS]; (block_tiles * TILE_ROWS).min(n_act)];
+                let mut acc = Vec::new();
+                for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
+                    let r0 = t0 * TILE_ROWS;
+                    let rows = (block_tiles * TILE_ROWS).min(n_act - r0);
+                    for (g, &o) in groups.iter().zip(&firsts) {
+                        let n = ROWS.min(o1 - o);
+                        // The output lines this group will write, fetched for writing while
+                        // the tiles compute: written once each, far apart, they would
+                        // otherwise stall the stores below on their misses.
+                        for i in 0..rows {
+                            let idx = (r0 + i) * n_out + o;
+                            // SAFETY: a prefetch only hints the cache; `idx` is inside `out`
+                            // (r0 + i < n_act, o < n_out), so the address is valid anyway.
+                            unsafe {
+                                core::arch::x86_64::_mm_prefetch::<
+                                    { core::arch::x86_64::_MM_HINT_ET0 },
+                                >(out.0.add(idx).cast::<i8>())
+                            };
+                        }
+                        session.group_dot(g, tiled, t0, &mut v[..rows], &mut acc);
+                        for (i, vi) in v[..rows].iter().enumerate() {
+                            store(r0 + i, o, &vi[..n]);
+                        }
                     }
                 }
             }),
@@ -500,13 +590,7 @@ mod batch {
                 let mut v = [[0f32; ROWS]; 4];
                 for o in (o0..o1).step_by(ROWS) {
                     let n = ROWS.min(o1 - o);
-                    let g = match packed {
-                        Some(Groups::K(gs)) => &gs[o / ROWS],
-                        _ => {
-                            scratch.fill(w, o, n);
-                            &*scratch
-                        }
-                    };
+                    let g = group_at(packed, scratch, w, o, n);
                     for (t, acts) in rows.chunks(4).enumerate() {
                         packed_k::group_dot(g, acts, &mut v);
                         for (i, vi) in v[..acts.len()].iter().enumerate() {
@@ -515,6 +599,24 @@ mod batch {
                     }
                 }
             }),
+        }
+    }
+
+    /// The repacked K-quant group of weight rows `o..o + n`: the matrix's own when it was
+    /// repacked beforehand (chunks start at multiples of ROWS), else `scratch` filled now.
+    fn group_at<'g>(
+        packed: Option<&'g Groups>,
+        scratch: &'g mut PackedKGroup,
+        w: &WeightMatrix<'_>,
+        o: usize,
+        n: usize,
+    ) -> &'g PackedKGroup {
+        match packed {
+            Some(Groups::K(gs)) => &gs[o / ROWS],
+            _ => {
+                scratch.fill(w, o, n);
+                scratch
+            }
         }
     }
 }
@@ -530,7 +632,8 @@ mod batch {
     pub(super) const ROWS: usize = 1;
 
     /// Never prepared here.
-    pub(super) enum PreparedActivations {}
+    #[derive(Default)]
+    pub(super) struct Prepared;
 
     /// Never planned here.
     #[derive(Clone, Copy)]
@@ -542,6 +645,10 @@ mod batch {
 
     pub(super) fn min_rows(_: SimdLevel, _: GgmlType) -> Option<usize> {
         None
+    }
+
+    pub(super) fn chunk_rows(plan: Plan, _: &WeightMatrix<'_>, _: usize, _: usize) -> usize {
+        match plan {}
     }
 
     pub(super) fn packed_size(_: &WeightMatrix<'_>) -> usize {
@@ -560,7 +667,7 @@ mod batch {
         _: SimdLevel,
         _: GgmlType,
         _: &QuantizedActivations,
-        _: &mut Vec<PreparedActivations>,
+        _: &mut Prepared,
     ) -> Option<Plan> {
         None
     }
@@ -568,7 +675,7 @@ mod batch {
     pub(super) fn chunk_product(
         _: &WeightMatrix<'_>,
         plan: Plan,
-        _: &[PreparedActivations],
+        _: &Prepared,
         _: &QuantizedActivations,
         _: usize,
         _: usize,

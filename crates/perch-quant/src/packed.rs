@@ -36,6 +36,37 @@ use crate::types::GgmlType;
 /// Weight rows per repacked group (one 32-bit lane each in a 512-bit vector).
 pub(crate) const ROWS: usize = 16;
 
+/// 64 bytes on a cache line of their own.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A byte buffer aligned to cache lines, its length a multiple of 64: every 64-byte vector
+/// of the repacked layouts (and every row of an AMX tile) is one line, never two.
+#[derive(Default)]
+pub(crate) struct AlignedBytes(Vec<Line>);
+
+impl AlignedBytes {
+    /// Resizes to `len` bytes (a multiple of 64), new bytes zero.
+    pub(crate) fn resize(&mut self, len: usize) {
+        assert_eq!(len % 64, 0, "whole lines");
+        self.0.resize(len / 64, Line([0; 64]));
+    }
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+impl std::ops::DerefMut for AlignedBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.0)
+    }
+}
+
 /// The fewest activation rows for which repacking pays: at 8 rows of a 4096 x 4096 matrix the
 /// four-row kernels were as fast (repacking costs about one pass per group), at 64 the packed
 /// product was 1.5-1.9x faster (`cargo bench -p perch-quant --bench kernels -- batch`).
@@ -127,7 +158,7 @@ impl PreparedActivations {
 /// of row `j` at bytes `4j..4j + 4` of vector `k`), then the rows' scales and minimums as f32.
 #[derive(Default)]
 pub(crate) struct PackedGroup {
-    q: Vec<u8>,
+    q: AlignedBytes,
     d: Vec<f32>,
     m: Vec<f32>,
 }
@@ -146,7 +177,7 @@ impl PackedGroup {
     /// Repacks weight rows `o0..o0 + n` (`n <= ROWS`; missing rows are zero) of `w`.
     pub(crate) fn fill(&mut self, w: &WeightMatrix<'_>, o0: usize, n: usize) {
         let blocks = w.cols() / 32;
-        self.q.resize(blocks * 8 * 64, 0);
+        self.q.resize(blocks * 8 * 64);
         self.d.resize(blocks * ROWS, 0.0);
         self.m.resize(blocks * ROWS, 0.0);
         let rows: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n { w.row(o0 + j) } else { &[] });

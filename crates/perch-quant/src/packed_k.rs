@@ -26,7 +26,7 @@ use core::arch::x86_64::*;
 use crate::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, as_blocks};
 use crate::dot::scalar_k::k4_scales_mins;
 use crate::matmul::WeightMatrix;
-use crate::packed::{ROWS, transpose16};
+use crate::packed::{AlignedBytes, ROWS, transpose16};
 use crate::types::{GgmlType, QK_K};
 
 /// The fewest activation rows for which repacking a K-quant matrix pays.
@@ -50,8 +50,11 @@ pub(crate) fn packable(ty: GgmlType) -> bool {
 #[derive(Default)]
 pub(crate) struct PackedKGroup {
     ty: Option<GgmlType>,
+    /// The AMX form (`crate::amx`): Q4_K's and Q5_K's quants times the low and the high
+    /// three bits of their sub-block scales, two sets of 64 vectors per super-block.
+    tiles: bool,
     blocks: usize,
-    q: Vec<u8>,
+    q: AlignedBytes,
     scales: Vec<i32>,
     pairs: Vec<i32>,
     d: Vec<f32>,
@@ -63,15 +66,51 @@ fn subblocks(ty: GgmlType) -> usize {
     if ty == GgmlType::Q6_K { 16 } else { 8 }
 }
 
+/// Whether groups of `ty` are built in the AMX form: Q4_K and Q5_K when the process runs
+/// tile products.
+pub(crate) fn tiles_for(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) && crate::amx::available()
+}
+
 /// Bytes of a group of rows of `cols` elements of `ty`.
 pub(crate) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
-    cols / QK_K * (Q_BYTES + 4 * ROWS * (subblocks(ty) + 8 + 2))
+    let q = if tiles_for(ty) { 2 * Q_BYTES } else { Q_BYTES };
+    cols / QK_K * (q + 4 * ROWS * (subblocks(ty) + 8 + 2))
 }
 
 impl PackedKGroup {
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.q.len() + 4 * (self.scales.len() + self.pairs.len() + self.d.len() + self.dmin.len())
+    }
+
+    /// Super-blocks per row.
+    pub(crate) fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Whether the group is in the AMX form (only [`crate::amx`] computes with it).
+    pub(crate) fn is_tiles(&self) -> bool {
+        self.tiles
+    }
+
+    /// The quants, sub-block scales, `i16` pairs, `d` and `dmin`, checked against the
+    /// layout: per super-block `QK_K · ROWS` bytes (twice that in the AMX form), `subblocks · ROWS` scales, `8 · ROWS`
+    /// pairs, `ROWS` of each scale.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(&self) -> (&[u8], &[i32], &[i32], &[f32], &[f32]) {
+        let nb = self.blocks;
+        let ns = self.ty.map_or(0, subblocks);
+        let qb = if self.tiles { 2 * Q_BYTES } else { Q_BYTES };
+        assert!(
+            self.q.len() == nb * qb
+                && self.scales.len() == nb * ns * ROWS
+                && self.pairs.len() == nb * 8 * ROWS
+                && self.d.len() == nb * ROWS
+                && self.dmin.len() == nb * ROWS,
+            "packed group layout"
+        );
+        (&self.q, &self.scales, &self.pairs, &self.d, &self.dmin)
     }
 
     /// Repacks weight rows `o0..o0 + n` (`n <= ROWS`; missing rows are zero) of `w`, whose
@@ -82,8 +121,10 @@ impl PackedKGroup {
         let blocks = w.cols() / QK_K;
         let ns = subblocks(ty);
         self.ty = Some(ty);
+        self.tiles = tiles_for(ty);
         self.blocks = blocks;
-        self.q.resize(blocks * Q_BYTES, 0);
+        self.q
+            .resize(blocks * Q_BYTES * if self.tiles { 2 } else { 1 });
         self.scales.clear();
         self.scales.resize(blocks * ns * ROWS, 0);
         self.pairs.clear();
@@ -222,14 +263,46 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
                 _ => unreachable!("packable types only"),
             }
         }
-        let q = &mut g.q[b * Q_BYTES..(b + 1) * Q_BYTES];
-        for (p, up) in u.iter().enumerate() {
-            for (k, v) in transpose16(up).into_iter().enumerate() {
-                let at = 64 * (8 * p + k);
-                // SAFETY: `q` is Q_BYTES = 64 · 64 writable bytes and `8p + k < 64`, so bytes
-                // `at..at + 64` are in it; unaligned store.
-                unsafe { _mm512_storeu_si512(q[at..at + 64].as_mut_ptr().cast(), v) };
+        if g.tiles {
+            // Quants times the low three bits of their sub-block's scale, then times the high
+            // three: `scale · q = lo + 8 · hi`, each at most 7 · 31 = 217, a byte.
+            let mut hi = u;
+            for (p, (up, hp)) in u.iter_mut().zip(hi.iter_mut()).enumerate() {
+                for j in 0..ROWS {
+                    let sc = g.scales[(b * 8 + p) * ROWS + j];
+                    hp[j] = mul_bytes(up[j], (sc >> 3) as i16);
+                    up[j] = mul_bytes(up[j], (sc & 7) as i16);
+                }
             }
+            store_transposed(&mut g.q[2 * b * Q_BYTES..(2 * b + 1) * Q_BYTES], &u);
+            store_transposed(&mut g.q[(2 * b + 1) * Q_BYTES..(2 * b + 2) * Q_BYTES], &hi);
+        } else {
+            store_transposed(&mut g.q[b * Q_BYTES..(b + 1) * Q_BYTES], &u);
+        }
+    }
+}
+
+/// Bytes `u` (each at most 255 / `k`) times `k`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn mul_bytes(u: __m256i, k: i16) -> __m256i {
+    let lo8 = _mm256_set1_epi16(0x00ff);
+    let k = _mm256_set1_epi16(k);
+    let even = _mm256_mullo_epi16(_mm256_and_si256(u, lo8), k);
+    let odd = _mm256_mullo_epi16(_mm256_srli_epi16::<8>(u), k);
+    _mm256_or_si256(_mm256_and_si256(even, lo8), _mm256_slli_epi16::<8>(odd))
+}
+
+/// The eight pieces of sixteen rows, transposed into 64 vectors of `q` (`Q_BYTES`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn store_transposed(q: &mut [u8], u: &[[__m256i; ROWS]; 8]) {
+    assert_eq!(q.len(), Q_BYTES);
+    for (p, up) in u.iter().enumerate() {
+        for (k, v) in transpose16(up).into_iter().enumerate() {
+            let at = 64 * (8 * p + k);
+            // SAFETY: `q` is Q_BYTES = 64 · 64 writable bytes and `8p + k < 64`, so bytes
+            // `at..at + 64` are in it; unaligned store.
+            unsafe { _mm512_storeu_si512(q[at..at + 64].as_mut_ptr().cast(), v) };
         }
     }
 }
@@ -242,6 +315,7 @@ pub(crate) fn group_dot(g: &PackedKGroup, acts: &[&[BlockQ8K]], out: &mut [[f32;
         assert_eq!(a.len(), g.blocks, "packed group and activations disagree");
     }
     let six = g.ty == Some(GgmlType::Q6_K);
+    assert!(!g.tiles, "an AMX-form group goes through crate::amx");
     macro_rules! run {
         ($r:literal) => {{
             let a: [&[BlockQ8K]; $r] = std::array::from_fn(|i| acts[i]);

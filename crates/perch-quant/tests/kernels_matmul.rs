@@ -104,6 +104,9 @@ fn repacked_k_quant_batches_equal_row_dots_on_edge_cases() {
             check_filled(ty, 37, 768, 9, 2, fill);
             check_filled(ty, 16, 256, 8, 1, fill);
             check_filled(ty, 21, 512, 19, 3, fill);
+            // Two whole tiles of sixteen activation rows (AMX where the CPU has it) and three
+            // rows more.
+            check_filled(ty, 33, 512, 35, 2, fill);
         }
     }
 }

@@ -1,0 +1,509 @@
+//! Batched products of the repacked K-quants Q4_K and Q5_K on Intel AMX tiles, where the CPU
+//! has AMX-INT8 and the kernel grants the tile state (Linux's `ARCH_REQ_XCOMP_PERM`).
+//!
+//! `crate::packed_k` lays sixteen weight rows out so that the four-byte group `k` of all
+//! sixteen rows fills one 64-byte vector: exactly the layout AMX wants for its second operand
+//! (`B`, "VNNI" form: `K/4` rows of sixteen four-byte columns). The activations, rows of Q8_K
+//! blocks, are the first operand (`A`) as they are: sixteen rows of 64 quants, `row_bytes`
+//! apart. One `tdpbsud` (signed activations × unsigned weights) adds 16 × 16 × 64 products.
+//!
+//! A super-block's exact integer is `S = Σ_sub scale · Σ a·q` with six-bit sub-block scales.
+//! Multiplying each sub-block's tile of sums by its scales afterwards costs more than the
+//! tile product itself (a tile store, sixteen loads and sixteen `vpmulld`s per 32 elements),
+//! so the AMX form of a group stores the quants already multiplied, twice: by the low three
+//! bits of the scale and by the high three (each product fits a byte: 7 · 31). Then
+//! `S = Σ a·(q·lo) + 8 · Σ a·(q·hi)`: two tiles, accumulated over the whole super-block.
+//! The minimums' term comes from Q8_K's sums of 16 with `vpdpwssd`, and the float arithmetic
+//! is `packed_k`'s, in the same order. Integer sums are exact however they are grouped, so
+//! every result is the same bits as the one-row and VNNI kernels': a sequence's output still
+//! does not depend on how many others share its batch, or on whether the machine has AMX.
+//! (Q6_K, with signed eight-bit scales, stays on the VNNI kernel.)
+//!
+//! `PERCH_AMX=0` turns the tiles off (comparisons); `PERCH_SIMD` below `avx512` does too.
+#![allow(clippy::incompatible_msrv)]
+
+use core::arch::asm;
+use core::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use crate::activations::QuantizedActivations;
+use crate::blocks::{BlockQ8K, as_blocks};
+use crate::packed::{AlignedBytes, ROWS};
+use crate::packed_k::PackedKGroup;
+use crate::types::{GgmlType, QK_K};
+
+/// Activation rows per tile product (the rows of an AMX tile).
+pub(crate) const TILE_ROWS: usize = 16;
+
+/// The environment variable that turns AMX off when set to `0`.
+pub(crate) const ENV_VAR: &str = "PERCH_AMX";
+
+/// Whether the tile products run: the CPU has AMX-TILE and AMX-INT8, the operating system
+/// granted this process the tile state, and `PERCH_AMX` is not `0`. Decided once.
+pub(crate) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var(ENV_VAR).is_ok_and(|v| v.trim() == "0") {
+            tracing::debug!("AMX turned off by {ENV_VAR}=0");
+            return false;
+        }
+        let ok = cpu_has_amx_int8() && request_tile_state();
+        tracing::debug!(amx = ok, "AMX tile products");
+        ok
+    })
+}
+
+/// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (EDX bit 25).
+fn cpu_has_amx_int8() -> bool {
+    // Leaf 0 reports the highest leaf; leaf 7 is only read when it exists.
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+}
+
+/// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`); without it the first tile instruction faults.
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the `arch_prctl` system call with these arguments only changes the process's
+    // permitted extended state (or fails with an error code); it reads and writes no memory
+    // of ours. `syscall` clobbers rcx and r11, declared.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret != 0 {
+        tracing::debug!(errno = -ret, "the kernel refused the AMX tile state");
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// The tile configuration (palette 1): every tile's rows and bytes per row.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+    reserved2: [u8; 16],
+}
+
+/// Every tile 16 rows of 64 bytes: `tmm0`, `tmm1` the sums (low and high scale bits);
+/// `tmm2`, `tmm5` activations; `tmm3`, `tmm4`, `tmm6`, `tmm7` weights.
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    reserved2: [0; 16],
+};
+
+/// Tile products from [`TileSession::start`] until dropped (which releases the tiles).
+/// Create one per task, on the thread that runs the products.
+pub(crate) struct TileSession(());
+
+impl TileSession {
+    /// Loads the tile configuration on this thread. Only when [`available`].
+    pub(crate) fn start() -> TileSession {
+        assert!(available(), "AMX tile products are not available");
+        // SAFETY: AMX is available and this process holds the tile state (`available`);
+        // CONFIG is a valid palette-1 configuration (16 rows of 64 bytes, tiles 0..8).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        TileSession(())
+    }
+
+    /// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)`: the activation rows
+    /// from tile `t0` on (`out.len()` of them) of `tiled`, and a group in the AMX form. `acc`
+    /// is scratch, reused between calls.
+    pub(crate) fn group_dot(
+        &self,
+        g: &PackedKGroup,
+        tiled: &TiledActivations,
+        t0: usize,
+        out: &mut [[f32; ROWS]],
+        acc: &mut Vec<[__m512; 2]>,
+    ) {
+        assert!(
+            g.is_tiles() && tiled.blocks == g.blocks() && TILE_ROWS * t0 + out.len() <= tiled.rows,
+            "a group in the AMX form and its activations"
+        );
+        // SAFETY: the session configured the tiles on this thread (AMX available) and `g` is
+        // in the AMX form with `tiled`'s blocks, whose rows include the range (checked).
+        unsafe { tile_dot(g, tiled, t0, out, acc) }
+    }
+}
+
+/// Two units' tiles of sums, aligned so that every tile row is one cache line.
+#[repr(C, align(64))]
+struct Sums([[[[[i32; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
+
+/// Q8_K activations rearranged for tile loads, once per product: per super-block, per tile of
+/// sixteen rows (the last padded with zero rows), per 64 elements, the sixteen rows' 64
+/// quants one after the other (1 KiB, read by one `tileloadd` with a 64-byte stride).
+/// Contiguous tiles stream from L2 where rows `row_bytes` apart would not.
+pub(crate) struct TiledActivations {
+    rows: usize,
+    tiles: usize,
+    blocks: usize,
+    data: AlignedBytes,
+    /// Per super-block and row: Q8_K's scale and its sums of 16 as eight `i16` pairs.
+    meta: Vec<RowMeta>,
+}
+
+/// A row's super-block scale and sums of 16 (as `vpdpwssd` reads pairs).
+#[derive(Clone, Copy, Default)]
+struct RowMeta {
+    d: f32,
+    pairs: [i32; 8],
+}
+
+thread_local! {
+    /// The buffers of this thread's last tiled activations, for the next.
+    static SPARE: RefCell<(AlignedBytes, Vec<RowMeta>)> = RefCell::default();
+}
+
+impl Drop for TiledActivations {
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        let meta = std::mem::take(&mut self.meta);
+        SPARE.with_borrow_mut(|spare| *spare = (data, meta));
+    }
+}
+
+impl TiledActivations {
+    /// Rearranges `x` (rows of Q8_K), reusing the buffers this thread's last call returned
+    /// ([`TiledActivations::recycle`]): a prompt's products would otherwise fault in and
+    /// zero fresh pages for every matrix. (The padding rows of the last tile are left as they
+    /// are: their sums are never read.)
+    pub(crate) fn new(x: &QuantizedActivations) -> TiledActivations {
+        assert_eq!(x.ty(), GgmlType::Q8_K, "Q8_K activations");
+        let rows = x.rows();
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let blocks = x.cols() / QK_K;
+        let (mut data, mut meta) = SPARE.with_borrow_mut(std::mem::take);
+        data.resize(blocks * tiles * TILE_ROWS * QK_K);
+        meta.resize(blocks * rows, RowMeta::default());
+        for r in 0..rows {
+            let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
+            for (b, y) in as_blocks::<BlockQ8K>(x.row(r))
+                .expect("Q8_K rows")
+                .iter()
+                .enumerate()
+            {
+                meta[b * rows + r] = RowMeta {
+                    d: y.d.get(),
+                    pairs: std::array::from_fn(|t| {
+                        let lo = y.bsums[2 * t].get() as u16 as i32;
+                        let hi = y.bsums[2 * t + 1].get() as u16 as i32;
+                        lo | (hi << 16)
+                    }),
+                };
+                for k in 0..QK_K / 64 {
+                    let at = ((b * tiles + t) * 4 + k) * 1024 + 64 * i;
+                    data[at..at + 64]
+                        .copy_from_slice(bytemuck::cast_slice(&y.qs[64 * k..64 * k + 64]));
+                }
+            }
+        }
+        TiledActivations {
+            rows,
+            tiles,
+            blocks,
+            data,
+            meta,
+        }
+    }
+}
+
+impl Drop for TileSession {
+    fn drop(&mut self) {
+        // SAFETY: the tiles were configured by `start` (AMX available); releasing them only
+        // returns the tile state to its initial, unconfigured form.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// The kernel. Super-block by super-block (its weights stay in L1 while every activation
+/// tile runs by), two activation tiles at a time: per 64 elements two weight tiles (low and
+/// high scale bits) and two activation tiles feed four tile products into four tiles of sums,
+/// which go to `c[u % 2]`. The integer and float arithmetic of one such unit runs after the
+/// next unit's tile products are issued, so its loads do not wait on the tile stores.
+///
+/// # Safety
+/// The tiles must be configured as [`CONFIG`] and `g` must be in the AMX form.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+unsafe fn tile_dot(
+    g: &PackedKGroup,
+    tiled: &TiledActivations,
+    t0: usize,
+    out: &mut [[f32; ROWS]],
+    acc: &mut Vec<[__m512; 2]>,
+) {
+    acc.clear();
+    acc.resize(out.len(), [_mm512_setzero_ps(); 2]);
+    let (q, _, pairs, d, dmin) = g.parts();
+    let nb = g.blocks();
+    let tiles = tiled.tiles;
+    assert!(
+        tiled.blocks == nb
+            && TILE_ROWS * t0 + out.len() <= tiled.rows
+            && tiled.data.len() == nb * tiles * TILE_ROWS * QK_K
+            && tiled.meta.len() == nb * tiled.rows,
+        "tiled activations of the group's blocks"
+    );
+    // The sums of a unit: `c[u % 2][tile][low or high][r][j]`, each tile row on a line.
+    let mut sums = Sums([[[[[0; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
+    let c = &mut sums.0;
+    let q_block = 2 * QK_K * ROWS;
+    // Units in order: (block, first tile from t0, tiles), the last of a block single when odd.
+    let nt = out.len().div_ceil(TILE_ROWS);
+    let units = (0..nb).flat_map(|b| (0..nt).step_by(2).map(move |t| (b, t, 2.min(nt - t))));
+    let mut pending: Option<(usize, usize, usize)> = None;
+    for (u, unit) in units.map(Some).chain([None]).enumerate() {
+        if let Some((b, t, n)) = unit {
+            let [c0, c1] = &mut c[u % 2];
+            let w = q[b * q_block..(b + 1) * q_block].as_ptr();
+            let at = (b * tiles + t0 + t) * TILE_ROWS * QK_K;
+            let a = tiled.data[at..at + n * TILE_ROWS * QK_K].as_ptr();
+            // SAFETY: the activation tiles read 1 KiB at `1024·k` (and `4096 + 1024·k` for the
+            // second tile) inside the unit's `n · 4096` bytes of `tiled` (sliced above); the
+            // weight tiles read 1 KiB at `1024·k` (low) and `4096 + 1024·k` (high) inside
+            // block `b`'s `2 · QK_K · ROWS` bytes (sliced above); the sums go to `c0`, `c1`,
+            // each two tiles of 16 rows of 64 bytes.
+            unsafe {
+                if n == 2 {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm6",
+                        "tilezero tmm7",
+                        "tileloadd tmm3, [{w} + {sf}*1]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 4096]",
+                        "tileloadd tmm2, [{a} + {sf}*1]",
+                        "tileloadd tmm5, [{a} + {sf}*1 + 4096]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tdpbsud tmm6, tmm5, tmm3",
+                        "tdpbsud tmm7, tmm5, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 1024]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 5120]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 1024]",
+                        "tileloadd tmm5, [{a} + {sf}*1 + 5120]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tdpbsud tmm6, tmm5, tmm3",
+                        "tdpbsud tmm7, tmm5, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 2048]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 6144]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 2048]",
+                        "tileloadd tmm5, [{a} + {sf}*1 + 6144]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tdpbsud tmm6, tmm5, tmm3",
+                        "tdpbsud tmm7, tmm5, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 3072]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 7168]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 3072]",
+                        "tileloadd tmm5, [{a} + {sf}*1 + 7168]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tdpbsud tmm6, tmm5, tmm3",
+                        "tdpbsud tmm7, tmm5, tmm4",
+                        "tilestored [{c00} + {sf}*1], tmm0",
+                        "tilestored [{c01} + {sf}*1], tmm1",
+                        "tilestored [{c10} + {sf}*1], tmm6",
+                        "tilestored [{c11} + {sf}*1], tmm7",
+                        a = in(reg) a,
+                        w = in(reg) w,
+                        sf = in(reg) 64usize,
+                        c00 = in(reg) c0[0].as_mut_ptr(),
+                        c01 = in(reg) c0[1].as_mut_ptr(),
+                        c10 = in(reg) c1[0].as_mut_ptr(),
+                        c11 = in(reg) c1[1].as_mut_ptr(),
+                        options(nostack),
+                    );
+                } else {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tileloadd tmm3, [{w} + {sf}*1]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 4096]",
+                        "tileloadd tmm2, [{a} + {sf}*1]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 1024]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 5120]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 1024]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 2048]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 6144]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 2048]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tileloadd tmm3, [{w} + {sf}*1 + 3072]",
+                        "tileloadd tmm4, [{w} + {sf}*1 + 7168]",
+                        "tileloadd tmm2, [{a} + {sf}*1 + 3072]",
+                        "tdpbsud tmm0, tmm2, tmm3",
+                        "tdpbsud tmm1, tmm2, tmm4",
+                        "tilestored [{c00} + {sf}*1], tmm0",
+                        "tilestored [{c01} + {sf}*1], tmm1",
+                        a = in(reg) a,
+                        w = in(reg) w,
+                        sf = in(reg) 64usize,
+                        c00 = in(reg) c0[0].as_mut_ptr(),
+                        c01 = in(reg) c0[1].as_mut_ptr(),
+                        options(nostack),
+                    );
+                }
+            }
+        }
+        if let Some((b, t, n)) = pending {
+            let first = b * tiled.rows + TILE_ROWS * t0;
+            let meta = &tiled.meta[first..first + out.len()];
+            finish_unit(&c[(u + 1) % 2][..n], pairs, d, dmin, meta, b, t, acc);
+        }
+        pending = unit;
+    }
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        let v = _mm512_sub_ps(a[0], a[1]);
+        // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+}
+
+/// The integer and float arithmetic of one unit: block `b` of activation tiles `t..`, their
+/// sums in `c` (one entry per tile), into `acc` (`acc[row][0]` the scaled sums, `[1]` the
+/// minimums' term), in `packed_k`'s order. Tiles and rows count from the call's first tile;
+/// `meta` is block `b` of every real row (the padding of the last tile is skipped).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn finish_unit(
+    c: &[[[[i32; ROWS]; TILE_ROWS]; 2]],
+    pairs: &[i32],
+    d: &[f32],
+    dmin: &[f32],
+    meta: &[RowMeta],
+    b: usize,
+    t: usize,
+    acc: &mut [[__m512; 2]],
+) {
+    let at = b * ROWS;
+    // SAFETY: `pairs` holds 8 vectors of ROWS i32 per block, `d` and `dmin` ROWS floats
+    // (`PackedKGroup::parts`), sliced here; unaligned loads.
+    let (dx, dminx, p) = unsafe {
+        (
+            _mm512_loadu_ps(d[at..at + ROWS].as_ptr()),
+            _mm512_loadu_ps(dmin[at..at + ROWS].as_ptr()),
+            std::array::from_fn::<_, 8, _>(|k| {
+                let pk = &pairs[(b * 8 + k) * ROWS..(b * 8 + k + 1) * ROWS];
+                _mm512_loadu_si512(pk.as_ptr().cast())
+            }),
+        )
+    };
+    for (i, ci) in c.iter().enumerate() {
+        for (r, (lo, hi)) in ci[0].iter().zip(&ci[1]).enumerate() {
+            let row_index = 16 * (t + i) + r;
+            if row_index >= acc.len() {
+                break;
+            }
+            // SAFETY: `lo` and `hi` are 16 i32 each; unaligned loads.
+            let (lo, hi) = unsafe {
+                (
+                    _mm512_loadu_si512(lo.as_ptr().cast()),
+                    _mm512_loadu_si512(hi.as_ptr().cast()),
+                )
+            };
+            let y = &meta[row_index];
+            let s1 = _mm512_add_epi32(lo, _mm512_slli_epi32::<3>(hi));
+            let mut s2 = _mm512_setzero_si512();
+            for (&pk, &yk) in p.iter().zip(&y.pairs) {
+                s2 = _mm512_dpwssd_epi32(s2, pk, _mm512_set1_epi32(yk));
+            }
+            let dy = _mm512_set1_ps(y.d);
+            let a = &mut acc[row_index];
+            a[0] = _mm512_fmadd_ps(_mm512_mul_ps(dy, dx), _mm512_cvtepi32_ps(s1), a[0]);
+            let m = _mm512_mul_ps(_mm512_mul_ps(dy, dminx), _mm512_cvtepi32_ps(s2));
+            a[1] = _mm512_add_ps(a[1], m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the CPU and Linux offer AMX, the tile products are on (unless turned off): the
+    /// matmul tests then hold them to the one-row kernels bit for bit
+    /// (`tests/kernels_matmul.rs`), so this pins that they are the path those tests take.
+    #[test]
+    fn tiles_are_used_where_the_machine_has_them() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = cpuinfo.contains(" amx_int8") && cpuinfo.contains(" amx_tile");
+        let off = std::env::var(ENV_VAR).is_ok_and(|v| v.trim() == "0");
+        assert_eq!(cpu_has_amx_int8(), has, "CPUID and /proc/cpuinfo disagree");
+        if has && !off && cfg!(target_os = "linux") {
+            assert!(
+                available(),
+                "the CPU has AMX-INT8 but the tile state was refused"
+            );
+        }
+        if off {
+            assert!(!available());
+        }
+    }
+
+    /// The activations' tile layout: row `r`'s quants `64k..64k + 64` of block `b` at
+    /// `((b · tiles + r / 16) · 4 + k) · 1024 + 64 · (r % 16)`, with its scale and sums.
+    #[test]
+    fn tiled_activations_layout() {
+        let (rows, cols) = (19, 512);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut q = QuantizedActivations::new();
+        q.quantize(GgmlType::Q8_K, &x, rows, cols).unwrap();
+        let t = TiledActivations::new(&q);
+        assert_eq!((t.rows, t.tiles, t.blocks), (19, 2, 2));
+        for r in 0..rows {
+            let blocks = as_blocks::<BlockQ8K>(q.row(r)).unwrap();
+            for (b, y) in blocks.iter().enumerate() {
+                for k in 0..4 {
+                    let at = ((b * t.tiles + r / 16) * 4 + k) * 1024 + 64 * (r % 16);
+                    let want: &[u8] = bytemuck::cast_slice(&y.qs[64 * k..64 * k + 64]);
+                    assert_eq!(&t.data[at..at + 64], want, "row {r} block {b} step {k}");
+                }
+                let m = t.meta[b * rows + r];
+                assert_eq!(m.d.to_bits(), y.d.get().to_bits());
+                let sum: i32 = m
+                    .pairs
+                    .iter()
+                    .map(|&p| i32::from(p as i16) + i32::from((p >> 16) as i16))
+                    .sum();
+                assert_eq!(sum, y.bsums.iter().map(|s| i32::from(s.get())).sum::<i32>());
+            }
+        }
+    }
+}
