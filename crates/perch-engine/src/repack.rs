@@ -3,8 +3,9 @@
 //! perch-quant's batched products (a prompt chunk, or many sequences decoding together) read
 //! weights repacked sixteen rows per vector. Repacking on every product costs about a quarter
 //! of a step that decodes sixteen sequences of SmolLM2; a matrix repacked once is reused by
-//! every later step. The repacked form takes about one byte per weight, so the cache holds
-//! matrices only up to a memory budget (`PERCH_REPACK_MEMORY`, bytes, default 2 GiB; `0`
+//! every later step. The repacked form takes about one byte per weight (two for Q4_K and Q5_K,
+//! three for Q6_K in the AMX form, `perch_quant::PackedWeights`), so the cache holds
+//! matrices only up to a memory budget (`PERCH_REPACK_MEMORY`, bytes, default 4 GiB; `0`
 //! turns it off); past it the products repack on the fly as before. The results are the same
 //! bits either way.
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use perch_quant::{PackedWeights, WeightMatrix};
 
 /// The default memory budget of the cache.
-const DEFAULT_BUDGET: usize = 2 << 30;
+const DEFAULT_BUDGET: usize = 4 << 30;
 
 /// Repacked matrices of one model, built on first batched use.
 #[derive(Debug)]

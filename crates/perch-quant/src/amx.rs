@@ -17,7 +17,11 @@
 //! is `packed_k`'s, in the same order. Integer sums are exact however they are grouped, so
 //! every result is the same bits as the one-row and VNNI kernels': a sequence's output still
 //! does not depend on how many others share its batch, or on whether the machine has AMX.
-//! (Q6_K, with signed eight-bit scales, stays on the VNNI kernel.)
+//!
+//! Q6_K's scales are signed bytes. Its AMX form stores the quants minus 32 times each of the
+//! three balanced base-7 digits of the scale (`s = d0 + 7·d1 + 49·d2`, digits in `-3..=3`,
+//! products in `-96..=96`): three signed × signed tile accumulations per super-block, and
+//! no offset term at all.
 //!
 //! `PERCH_AMX=0` turns the tiles off (comparisons); `PERCH_SIMD` below `avx512` does too.
 #![allow(clippy::incompatible_msrv)]
@@ -150,7 +154,13 @@ impl TileSession {
         );
         // SAFETY: the session configured the tiles on this thread (AMX available) and `g` is
         // in the AMX form with `tiled`'s blocks, whose rows include the range (checked).
-        unsafe { tile_dot(g, tiled, t0, out, acc) }
+        unsafe {
+            if g.is_six() {
+                tile_dot_six(g, tiled, t0, out, acc)
+            } else {
+                tile_dot(g, tiled, t0, out, acc)
+            }
+        }
     }
 }
 
@@ -393,6 +403,132 @@ unsafe fn tile_dot(
     }
 }
 
+/// The Q6_K kernel: per super-block and activation tile, three tile products per 64
+/// elements (the quants minus 32 times each base-7 digit of their scales, signed × signed)
+/// into three tiles of sums `C0, C1, C2`, whose super-block integer is
+/// `S = C0 + 7 · (C1 + 7 · C2)`, exactly `packed_k`'s `S − 32 · Σ scale · sum of 16`. Then
+/// one FMA per super-block, `packed_k`'s. The integer and float arithmetic of a unit runs
+/// after the next unit's tile products are issued.
+///
+/// # Safety
+/// The tiles must be configured as [`CONFIG`] and `g` must be a Q6_K group in the AMX form.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+unsafe fn tile_dot_six(
+    g: &PackedKGroup,
+    tiled: &TiledActivations,
+    t0: usize,
+    out: &mut [[f32; ROWS]],
+    acc: &mut Vec<[__m512; 2]>,
+) {
+    acc.clear();
+    acc.resize(out.len(), [_mm512_setzero_ps(); 2]);
+    let (q, _, _, d, _) = g.parts();
+    let nb = g.blocks();
+    let tiles = tiled.tiles;
+    assert!(
+        tiled.blocks == nb
+            && TILE_ROWS * t0 + out.len() <= tiled.rows
+            && tiled.data.len() == nb * tiles * TILE_ROWS * QK_K
+            && tiled.meta.len() == nb * tiled.rows,
+        "tiled activations of the group's blocks"
+    );
+    // The sums of a unit: `c[u % 2][digit][r][j]`, each tile row on a line.
+    let mut sums = SixSums([[[[0; ROWS]; TILE_ROWS]; 3]; 2]);
+    let c = &mut sums.0;
+    let q_block = 3 * QK_K * ROWS;
+    let nt = out.len().div_ceil(TILE_ROWS);
+    let units = (0..nb).flat_map(|b| (0..nt).map(move |t| (b, t)));
+    let mut pending: Option<(usize, usize)> = None;
+    for (u, unit) in units.map(Some).chain([None]).enumerate() {
+        if let Some((b, t)) = unit {
+            let now = &mut c[u % 2];
+            let w = q[b * q_block..(b + 1) * q_block].as_ptr();
+            let at = (b * tiles + t0 + t) * TILE_ROWS * QK_K;
+            let a = tiled.data[at..at + TILE_ROWS * QK_K].as_ptr();
+            // SAFETY: the activation tiles read 1 KiB at `1024·k` inside the unit's 4096 bytes
+            // of `tiled` (sliced above); the weight tiles read 1 KiB at `4096·m + 1024·k`
+            // inside block `b`'s `3 · QK_K · ROWS` bytes (sliced above); the sums go to
+            // `now`, three tiles of 16 rows of 64 bytes.
+            unsafe {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tileloadd tmm3, [{a} + {sf}*1]",
+                    "tileloadd tmm4, [{w} + {sf}*1]",
+                    "tileloadd tmm5, [{w} + {sf}*1 + 4096]",
+                    "tileloadd tmm6, [{w} + {sf}*1 + 8192]",
+                    "tdpbssd tmm0, tmm3, tmm4",
+                    "tdpbssd tmm1, tmm3, tmm5",
+                    "tdpbssd tmm2, tmm3, tmm6",
+                    "tileloadd tmm7, [{a} + {sf}*1 + 1024]",
+                    "tileloadd tmm4, [{w} + {sf}*1 + 1024]",
+                    "tileloadd tmm5, [{w} + {sf}*1 + 5120]",
+                    "tileloadd tmm6, [{w} + {sf}*1 + 9216]",
+                    "tdpbssd tmm0, tmm7, tmm4",
+                    "tdpbssd tmm1, tmm7, tmm5",
+                    "tdpbssd tmm2, tmm7, tmm6",
+                    "tileloadd tmm3, [{a} + {sf}*1 + 2048]",
+                    "tileloadd tmm4, [{w} + {sf}*1 + 2048]",
+                    "tileloadd tmm5, [{w} + {sf}*1 + 6144]",
+                    "tileloadd tmm6, [{w} + {sf}*1 + 10240]",
+                    "tdpbssd tmm0, tmm3, tmm4",
+                    "tdpbssd tmm1, tmm3, tmm5",
+                    "tdpbssd tmm2, tmm3, tmm6",
+                    "tileloadd tmm7, [{a} + {sf}*1 + 3072]",
+                    "tileloadd tmm4, [{w} + {sf}*1 + 3072]",
+                    "tileloadd tmm5, [{w} + {sf}*1 + 7168]",
+                    "tileloadd tmm6, [{w} + {sf}*1 + 11264]",
+                    "tdpbssd tmm0, tmm7, tmm4",
+                    "tdpbssd tmm1, tmm7, tmm5",
+                    "tdpbssd tmm2, tmm7, tmm6",
+                    "tilestored [{c0} + {sf}*1], tmm0",
+                    "tilestored [{c1} + {sf}*1], tmm1",
+                    "tilestored [{c2} + {sf}*1], tmm2",
+                    a = in(reg) a,
+                    w = in(reg) w,
+                    sf = in(reg) 64usize,
+                    c0 = in(reg) now[0].as_mut_ptr(),
+                    c1 = in(reg) now[1].as_mut_ptr(),
+                    c2 = in(reg) now[2].as_mut_ptr(),
+                    options(nostack),
+                );
+            }
+        }
+        if let Some((b, t)) = pending {
+            let first = b * tiled.rows + TILE_ROWS * t0;
+            let meta = &tiled.meta[first..first + out.len()];
+            let cs = &c[(u + 1) % 2];
+            // SAFETY: `d` holds ROWS floats per block (`PackedKGroup::parts`), sliced here.
+            let dx = unsafe { _mm512_loadu_ps(d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+            for r in 0..TILE_ROWS {
+                let row_index = TILE_ROWS * t + r;
+                if row_index >= acc.len() {
+                    break;
+                }
+                // SAFETY: `cs[m][r]` is 16 i32; unaligned loads.
+                let [c0, c1, c2] = std::array::from_fn(|m| unsafe {
+                    _mm512_loadu_si512(cs[m][r].as_ptr().cast())
+                });
+                let seven = |v: __m512i| _mm512_sub_epi32(_mm512_slli_epi32::<3>(v), v);
+                let s = _mm512_add_epi32(c0, seven(_mm512_add_epi32(c1, seven(c2))));
+                let dy = _mm512_set1_ps(meta[row_index].d);
+                let a = &mut acc[row_index][0];
+                *a = _mm512_fmadd_ps(_mm512_mul_ps(dy, dx), _mm512_cvtepi32_ps(s), *a);
+            }
+        }
+        pending = unit;
+    }
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a[0]) };
+    }
+}
+
+/// Two units' tiles of Q6_K sums (three digits), every tile row on a cache line.
+#[repr(C, align(64))]
+struct SixSums([[[[i32; ROWS]; TILE_ROWS]; 3]; 2]);
+
 /// The integer and float arithmetic of one unit: block `b` of activation tiles `t..`, their
 /// sums in `c` (one entry per tile), into `acc` (`acc[row][0]` the scaled sums, `[1]` the
 /// minimums' term), in `packed_k`'s order. Tiles and rows count from the call's first tile;
@@ -472,6 +608,21 @@ mod tests {
         }
         if off {
             assert!(!available());
+        }
+    }
+
+    /// Every Q6_K scale splits into three digits in `-3..=3` that give it back, so every
+    /// quant minus 32 times a digit is a signed byte.
+    #[test]
+    fn q6_k_scale_digits() {
+        for s in -128..=127 {
+            let d = crate::packed_k::digits7(s);
+            assert!(d.iter().all(|x| (-3..=3).contains(x)), "{s}: {d:?}");
+            assert_eq!(d[0] + 7 * d[1] + 49 * d[2], s);
+            assert!(
+                d.iter()
+                    .all(|x| (-32 * x).abs() <= 127 && (31 * x).abs() <= 127)
+            );
         }
     }
 

@@ -69,13 +69,47 @@ fn subblocks(ty: GgmlType) -> usize {
 /// Whether groups of `ty` are built in the AMX form: Q4_K and Q5_K when the process runs
 /// tile products.
 pub(crate) fn tiles_for(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) && crate::amx::available()
+    packable(ty) && crate::amx::available()
+}
+
+/// Sets of 64 vectors per super-block: the quants; in the AMX form, Q4_K's and Q5_K's times
+/// the two halves of their scales, Q6_K's times the three digits of theirs.
+fn quant_sets(ty: GgmlType, tiles: bool) -> usize {
+    match (tiles, ty) {
+        (false, _) => 1,
+        (true, GgmlType::Q6_K) => 3,
+        (true, _) => 2,
+    }
+}
+
+/// Vectors of sixteen 32-bit values per super-block beside the quants: the sub-block scales,
+/// the eight `i16` pair vectors, `d` and `dmin`. The AMX form has the scales in its quants
+/// and keeps only what its kernel reads: the pairs, `d` and `dmin` (Q4_K, Q5_K), `d` (Q6_K).
+fn meta_vectors(ty: GgmlType, tiles: bool) -> [usize; 4] {
+    match (tiles, ty) {
+        (false, _) => [subblocks(ty), 8, 1, 1],
+        (true, GgmlType::Q6_K) => [0, 0, 1, 0],
+        (true, _) => [0, 8, 1, 1],
+    }
 }
 
 /// Bytes of a group of rows of `cols` elements of `ty`.
 pub(crate) fn group_bytes(ty: GgmlType, cols: usize) -> usize {
-    let q = if tiles_for(ty) { 2 * Q_BYTES } else { Q_BYTES };
-    cols / QK_K * (q + 4 * ROWS * (subblocks(ty) + 8 + 2))
+    let tiles = tiles_for(ty);
+    let q = quant_sets(ty, tiles) * Q_BYTES;
+    let meta: usize = meta_vectors(ty, tiles).iter().sum();
+    cols / QK_K * (q + 4 * ROWS * meta)
+}
+
+/// Q6_K's signed scale `s` as three balanced base-7 digits `[d0, d1, d2]`, each in `-3..=3`,
+/// with `s = d0 + 7·d1 + 49·d2`: times a quant minus 32 (`-32..=31`) each fits a signed byte.
+pub(crate) fn digits7(s: i32) -> [i32; 3] {
+    let bal = |v: i32| (v + 3).rem_euclid(7) - 3;
+    let d0 = bal(s);
+    let s1 = (s - d0) / 7;
+    let d1 = bal(s1);
+    let d2 = (s1 - d1) / 7;
+    [d0, d1, d2]
 }
 
 impl PackedKGroup {
@@ -94,20 +128,26 @@ impl PackedKGroup {
         self.tiles
     }
 
+    /// Whether the group holds Q6_K rows.
+    pub(crate) fn is_six(&self) -> bool {
+        self.ty == Some(GgmlType::Q6_K)
+    }
+
     /// The quants, sub-block scales, `i16` pairs, `d` and `dmin`, checked against the
-    /// layout: per super-block `QK_K · ROWS` bytes (twice that in the AMX form), `subblocks · ROWS` scales, `8 · ROWS`
-    /// pairs, `ROWS` of each scale.
+    /// layout per super-block ([`quant_sets`] sets of `QK_K · ROWS` quant bytes, then
+    /// [`meta_vectors`] vectors of ROWS values).
     #[allow(clippy::type_complexity)]
     pub(crate) fn parts(&self) -> (&[u8], &[i32], &[i32], &[f32], &[f32]) {
         let nb = self.blocks;
-        let ns = self.ty.map_or(0, subblocks);
-        let qb = if self.tiles { 2 * Q_BYTES } else { Q_BYTES };
+        let ty = self.ty.expect("a filled group");
+        let qb = quant_sets(ty, self.tiles) * Q_BYTES;
+        let [ns, np, nd, nm] = meta_vectors(ty, self.tiles);
         assert!(
             self.q.len() == nb * qb
                 && self.scales.len() == nb * ns * ROWS
-                && self.pairs.len() == nb * 8 * ROWS
-                && self.d.len() == nb * ROWS
-                && self.dmin.len() == nb * ROWS,
+                && self.pairs.len() == nb * np * ROWS
+                && self.d.len() == nb * nd * ROWS
+                && self.dmin.len() == nb * nm * ROWS,
             "packed group layout"
         );
         (&self.q, &self.scales, &self.pairs, &self.d, &self.dmin)
@@ -123,8 +163,7 @@ impl PackedKGroup {
         self.ty = Some(ty);
         self.tiles = tiles_for(ty);
         self.blocks = blocks;
-        self.q
-            .resize(blocks * Q_BYTES * if self.tiles { 2 } else { 1 });
+        self.q.resize(blocks * Q_BYTES * quant_sets(ty, self.tiles));
         self.scales.clear();
         self.scales.resize(blocks * ns * ROWS, 0);
         self.pairs.clear();
@@ -140,6 +179,17 @@ impl PackedKGroup {
         // SAFETY: only called when the process's SIMD level is AVX-512 (see `matmul`'s batch
         // module), which includes every feature the function is compiled with.
         unsafe { fill_quants(self, ty, &rows) }
+        // The AMX form keeps only what its kernel reads (the scales are in its quants).
+        if self.tiles {
+            let [_, np, _, nm] = meta_vectors(ty, true);
+            self.scales = Vec::new();
+            if np == 0 {
+                self.pairs = Vec::new();
+            }
+            if nm == 0 {
+                self.dmin = Vec::new();
+            }
+        }
     }
 
     /// Row `j`'s scales, minimums and super-block scales, in the group's layout.
@@ -263,7 +313,28 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
                 _ => unreachable!("packable types only"),
             }
         }
-        if g.tiles {
+        if g.tiles && ty == GgmlType::Q6_K {
+            // The quants minus 32, times each digit of their sub-block's scale (sixteen
+            // elements each: two per piece of 32).
+            for m in 0..3 {
+                let mut v = u;
+                for (p, vp) in v.iter_mut().enumerate() {
+                    for (j, vj) in vp.iter_mut().enumerate() {
+                        let mut bytes = [0u8; 32];
+                        // SAFETY: `bytes` is 32 writable bytes; unaligned store.
+                        unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), *vj) };
+                        for (i, byte) in bytes.iter_mut().enumerate() {
+                            let sc = g.scales[(b * 16 + 2 * p + i / 16) * ROWS + j];
+                            *byte = ((i32::from(*byte) - 32) * digits7(sc)[m]) as i8 as u8;
+                        }
+                        // SAFETY: `bytes` is 32 readable bytes; unaligned load.
+                        *vj = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+                    }
+                }
+                let at = (3 * b + m) * Q_BYTES;
+                store_transposed(&mut g.q[at..at + Q_BYTES], &v);
+            }
+        } else if g.tiles {
             // Quants times the low three bits of their sub-block's scale, then times the high
             // three: `scale · q = lo + 8 · hi`, each at most 7 · 31 = 217, a byte.
             let mut hi = u;
