@@ -501,17 +501,26 @@ unsafe fn tile_dot_six(
             let cs = &c[(u + 1) % 2];
             // SAFETY: `d` holds ROWS floats per block (`PackedKGroup::parts`), sliced here.
             let dx = unsafe { _mm512_loadu_ps(d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
-            for r in 0..TILE_ROWS {
+            let [r0, r1, r2] = cs;
+            for (r, ((s0, s1), s2)) in r0.iter().zip(r1).zip(r2).enumerate() {
                 let row_index = TILE_ROWS * t + r;
                 if row_index >= acc.len() {
                     break;
                 }
-                // SAFETY: `cs[m][r]` is 16 i32; unaligned loads.
-                let [c0, c1, c2] = std::array::from_fn(|m| unsafe {
-                    _mm512_loadu_si512(cs[m][r].as_ptr().cast())
-                });
-                let seven = |v: __m512i| _mm512_sub_epi32(_mm512_slli_epi32::<3>(v), v);
-                let s = _mm512_add_epi32(c0, seven(_mm512_add_epi32(c1, seven(c2))));
+                // SAFETY: `s0`, `s1`, `s2` are 16 i32 each; unaligned loads.
+                let (c0, c1, c2) = unsafe {
+                    (
+                        _mm512_loadu_si512(s0.as_ptr().cast()),
+                        _mm512_loadu_si512(s1.as_ptr().cast()),
+                        _mm512_loadu_si512(s2.as_ptr().cast()),
+                    )
+                };
+                // S = c0 + 7 · (c1 + 7 · c2), with 7x = 8x − x (no closure: it would not
+                // inherit the target features).
+                let t2 = _mm512_sub_epi32(_mm512_slli_epi32::<3>(c2), c2);
+                let t1 = _mm512_add_epi32(c1, t2);
+                let t1 = _mm512_sub_epi32(_mm512_slli_epi32::<3>(t1), t1);
+                let s = _mm512_add_epi32(c0, t1);
                 let dy = _mm512_set1_ps(meta[row_index].d);
                 let a = &mut acc[row_index][0];
                 *a = _mm512_fmadd_ps(_mm512_mul_ps(dy, dx), _mm512_cvtepi32_ps(s), *a);
