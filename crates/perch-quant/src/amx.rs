@@ -181,11 +181,11 @@ pub(crate) struct TiledActivations {
     meta: Vec<RowMeta>,
 }
 
-/// A row's super-block scale and sums of 16 (as `vpdpwssd` reads pairs).
+/// A row's super-block scale and sums of 32 (as `vpdpwssd` reads pairs: sums `2t`, `2t + 1`).
 #[derive(Clone, Copy, Default)]
 struct RowMeta {
     d: f32,
-    pairs: [i32; 8],
+    pairs: [i32; 4],
 }
 
 thread_local! {
@@ -224,8 +224,9 @@ impl TiledActivations {
                 meta[b * rows + r] = RowMeta {
                     d: y.d.get(),
                     pairs: std::array::from_fn(|t| {
-                        let lo = y.bsums[2 * t].get() as u16 as i32;
-                        let hi = y.bsums[2 * t + 1].get() as u16 as i32;
+                        let sum32 = |g: usize| y.bsums[2 * g].get() + y.bsums[2 * g + 1].get();
+                        let lo = sum32(2 * t) as u16 as i32;
+                        let hi = sum32(2 * t + 1) as u16 as i32;
                         lo | (hi << 16)
                     }),
                 };
@@ -556,16 +557,20 @@ fn finish_unit(
     acc: &mut [[__m512; 2]],
 ) {
     let at = b * ROWS;
-    // SAFETY: `pairs` holds 8 vectors of ROWS i32 per block, `d` and `dmin` ROWS floats
-    // (`PackedKGroup::parts`), sliced here; unaligned loads.
+    // SAFETY: `pairs` holds 4 vectors of ROWS i32 per block, `d` and `dmin` ROWS floats
+    // (`PackedKGroup::parts`), sliced here; unaligned loads. (No closures here: they would
+    // not inherit the target features.)
+    let pb = &pairs[b * 4 * ROWS..(b + 1) * 4 * ROWS];
     let (dx, dminx, p) = unsafe {
         (
             _mm512_loadu_ps(d[at..at + ROWS].as_ptr()),
             _mm512_loadu_ps(dmin[at..at + ROWS].as_ptr()),
-            std::array::from_fn::<_, 8, _>(|k| {
-                let pk = &pairs[(b * 8 + k) * ROWS..(b * 8 + k + 1) * ROWS];
-                _mm512_loadu_si512(pk.as_ptr().cast())
-            }),
+            [
+                _mm512_loadu_si512(pb.as_ptr().cast()),
+                _mm512_loadu_si512(pb[ROWS..].as_ptr().cast()),
+                _mm512_loadu_si512(pb[2 * ROWS..].as_ptr().cast()),
+                _mm512_loadu_si512(pb[3 * ROWS..].as_ptr().cast()),
+            ],
         )
     };
     for (i, ci) in c.iter().enumerate() {

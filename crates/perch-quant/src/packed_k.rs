@@ -84,12 +84,13 @@ fn quant_sets(ty: GgmlType, tiles: bool) -> usize {
 
 /// Vectors of sixteen 32-bit values per super-block beside the quants: the sub-block scales,
 /// the eight `i16` pair vectors, `d` and `dmin`. The AMX form has the scales in its quants
-/// and keeps only what its kernel reads: the pairs, `d` and `dmin` (Q4_K, Q5_K), `d` (Q6_K).
+/// and keeps only what its kernel reads: `d` (Q6_K); for Q4_K and Q5_K `d`, `dmin` and four
+/// pair vectors, the minimums of sub-blocks `2t` and `2t + 1` (against Q8_K's sums of 32).
 fn meta_vectors(ty: GgmlType, tiles: bool) -> [usize; 4] {
     match (tiles, ty) {
         (false, _) => [subblocks(ty), 8, 1, 1],
         (true, GgmlType::Q6_K) => [0, 0, 1, 0],
-        (true, _) => [0, 8, 1, 1],
+        (true, _) => [0, 4, 1, 1],
     }
 }
 
@@ -185,6 +186,19 @@ impl PackedKGroup {
             self.scales = Vec::new();
             if np == 0 {
                 self.pairs = Vec::new();
+            } else {
+                // Pair vector `t` held sub-block `t`'s minimum twice; now (min 2t, min 2t + 1).
+                let old = std::mem::take(&mut self.pairs);
+                self.pairs = vec![0; blocks * np * ROWS];
+                for b in 0..blocks {
+                    for t in 0..np {
+                        for j in 0..ROWS {
+                            let lo = old[(b * 8 + 2 * t) * ROWS + j] & 0xffff;
+                            let hi = old[(b * 8 + 2 * t + 1) * ROWS + j] & 0xffff;
+                            self.pairs[(b * np + t) * ROWS + j] = lo | (hi << 16);
+                        }
+                    }
+                }
             }
             if nm == 0 {
                 self.dmin = Vec::new();
