@@ -255,6 +255,28 @@ impl Drop for TileSession {
     }
 }
 
+/// Checks that `tiled` holds `g`'s blocks for `rows` rows from tile `t0` on, and zeroes the
+/// kernels' `rows` accumulators.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn start(
+    g: &PackedKGroup,
+    tiled: &TiledActivations,
+    t0: usize,
+    rows: usize,
+    acc: &mut Vec<[__m512; 2]>,
+) {
+    let nb = g.blocks();
+    assert!(
+        tiled.blocks == nb
+            && TILE_ROWS * t0 + rows <= tiled.rows
+            && tiled.data.len() == nb * tiled.tiles * TILE_ROWS * QK_K
+            && tiled.meta.len() == nb * tiled.rows,
+        "tiled activations of the group's blocks"
+    );
+    acc.clear();
+    acc.resize(rows, [_mm512_setzero_ps(); 2]);
+}
+
 /// The kernel. Super-block by super-block (its weights stay in L1 while every activation
 /// tile runs by), two activation tiles at a time: per 64 elements two weight tiles (low and
 /// high scale bits) and two activation tiles feed four tile products into four tiles of sums,
@@ -271,18 +293,9 @@ unsafe fn tile_dot(
     out: &mut [[f32; ROWS]],
     acc: &mut Vec<[__m512; 2]>,
 ) {
-    acc.clear();
-    acc.resize(out.len(), [_mm512_setzero_ps(); 2]);
+    start(g, tiled, t0, out.len(), acc);
     let (q, _, pairs, d, dmin) = g.parts();
-    let nb = g.blocks();
-    let tiles = tiled.tiles;
-    assert!(
-        tiled.blocks == nb
-            && TILE_ROWS * t0 + out.len() <= tiled.rows
-            && tiled.data.len() == nb * tiles * TILE_ROWS * QK_K
-            && tiled.meta.len() == nb * tiled.rows,
-        "tiled activations of the group's blocks"
-    );
+    let (nb, tiles) = (g.blocks(), tiled.tiles);
     // The sums of a unit: `c[u % 2][tile][low or high][r][j]`, each tile row on a line.
     let mut sums = Sums([[[[[0; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
     let c = &mut sums.0;
@@ -421,18 +434,9 @@ unsafe fn tile_dot_six(
     out: &mut [[f32; ROWS]],
     acc: &mut Vec<[__m512; 2]>,
 ) {
-    acc.clear();
-    acc.resize(out.len(), [_mm512_setzero_ps(); 2]);
+    start(g, tiled, t0, out.len(), acc);
     let (q, _, _, d, _) = g.parts();
-    let nb = g.blocks();
-    let tiles = tiled.tiles;
-    assert!(
-        tiled.blocks == nb
-            && TILE_ROWS * t0 + out.len() <= tiled.rows
-            && tiled.data.len() == nb * tiles * TILE_ROWS * QK_K
-            && tiled.meta.len() == nb * tiled.rows,
-        "tiled activations of the group's blocks"
-    );
+    let (nb, tiles) = (g.blocks(), tiled.tiles);
     // The sums of a unit: `c[u % 2][digit][r][j]`, each tile row on a line.
     let mut sums = SixSums([[[[0; ROWS]; TILE_ROWS]; 3]; 2]);
     let c = &mut sums.0;
