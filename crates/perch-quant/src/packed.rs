@@ -74,17 +74,22 @@ pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// How a type's values enter the packed product: unsigned bytes `q + offset`, whether the
 /// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`), and
-/// whether the one-row kernel alternates two accumulators (even and odd blocks).
+/// whether the one-row kernel alternates two accumulators (even and odd blocks). Q8_0's
+/// one-row kernel sums each block exactly instead ([`EXACT_TYPE`]).
 fn layout(ty: GgmlType) -> Option<(i32, bool, bool)> {
     Some(match ty {
         GgmlType::Q4_0 => (8, false, true),
         GgmlType::Q5_0 => (16, false, true),
-        GgmlType::Q8_0 => (128, false, true),
+        GgmlType::Q8_0 => (128, false, false),
         GgmlType::Q4_1 => (0, true, false),
         GgmlType::Q5_1 => (0, true, true),
         _ => return None,
     })
 }
+
+/// The type whose one-row kernel sums each block's products exactly and accumulates the
+/// block into lane `b % 8` (`dot/x86/legacy.rs`, `blocks8_exact`).
+pub(crate) const EXACT_TYPE: GgmlType = GgmlType::Q8_0;
 
 /// Whether `ty` has a packed batch product.
 pub(crate) fn packable(ty: GgmlType) -> bool {
@@ -310,6 +315,9 @@ pub(crate) fn group_dot(
     // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
     // compiled with.
     unsafe {
+        if ty == EXACT_TYPE {
+            return group_dot_exact(g, a, r);
+        }
         match (offset != 0, with_min, two) {
             (true, false, true) => group_dot_avx512::<true, false, true>(g, a, r),
             (false, true, false) => group_dot_avx512::<false, true, false>(g, a, r),
@@ -414,6 +422,63 @@ fn group_dot_avx512<const OFFSET: bool, const WITH_MIN: bool, const TWO: bool>(
     if WITH_MIN {
         sum = _mm512_add_ps(sum, macc);
     }
+    let mut out = [0f32; ROWS];
+    // SAFETY: `out` is 16 writable floats; unaligned store.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
+    out
+}
+
+/// Q8_0's product ([`EXACT_TYPE`]): per block the exact integer sum of all eight groups (the
+/// `+128` offset's correction included) for the sixteen rows, then one FMA by the block's
+/// scale product into accumulator `b % 8`, and the one-row kernel's horizontal-sum tree over
+/// the eight accumulators: its lanes, row by row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn group_dot_exact(g: &PackedGroup, a: &PreparedActivations, r: usize) -> [f32; ROWS] {
+    let nb = a.blocks;
+    assert!(
+        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && a.key == (128, false),
+        "packed group and activations disagree"
+    );
+    let d = &a.d[r * nb..(r + 1) * nb];
+    let groups = &a.groups[r * nb * 8..(r + 1) * nb * 8];
+    let corr = &a.correction[r * nb * 8..(r + 1) * nb * 8];
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for c in 0..nb.div_ceil(8) {
+        for (k, acc_k) in acc.iter_mut().enumerate().take(nb - 8 * c) {
+            let b = 8 * c + k;
+            let q: &[u8; 512] = g.q[b * 512..(b + 1) * 512].try_into().unwrap();
+            let gr: &[i32; 8] = groups[b * 8..b * 8 + 8].try_into().unwrap();
+            let cr: i32 = corr[b * 8..b * 8 + 8].iter().sum();
+            // Two chains (even and odd groups) of exact integer sums, then their sum.
+            let mut p0 = _mm512_set1_epi32(cr);
+            let mut p1 = _mm512_setzero_si512();
+            for j in (0..8).step_by(2) {
+                // SAFETY: `q` is 512 bytes, so bytes `64j..64j + 128` are readable.
+                let (w0, w1) = unsafe {
+                    (
+                        _mm512_loadu_si512(q[64 * j..].as_ptr().cast()),
+                        _mm512_loadu_si512(q[64 * j + 64..].as_ptr().cast()),
+                    )
+                };
+                p0 = _mm512_dpbusd_epi32(p0, w0, _mm512_set1_epi32(gr[j]));
+                p1 = _mm512_dpbusd_epi32(p1, w1, _mm512_set1_epi32(gr[j + 1]));
+            }
+            let p = _mm512_add_epi32(p0, p1);
+            // SAFETY: `g.d` holds ROWS floats per block (checked above); unaligned load.
+            let dx = unsafe { _mm512_loadu_ps(g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+            let sc = _mm512_mul_ps(dx, _mm512_set1_ps(d[b]));
+            *acc_k = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), *acc_k);
+        }
+    }
+    // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
+    // (.0 + .2, .1 + .3), then their sum.
+    let t0 = _mm512_add_ps(acc[4], acc[0]);
+    let t1 = _mm512_add_ps(acc[5], acc[1]);
+    let t2 = _mm512_add_ps(acc[6], acc[2]);
+    let t3 = _mm512_add_ps(acc[7], acc[3]);
+    let u0 = _mm512_add_ps(t0, t2);
+    let u1 = _mm512_add_ps(t1, t3);
+    let sum = _mm512_add_ps(u0, u1);
     let mut out = [0f32; ROWS];
     // SAFETY: `out` is 16 writable floats; unaligned store.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };

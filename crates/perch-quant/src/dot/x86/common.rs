@@ -108,6 +108,24 @@ pub(crate) fn hsum_ps(x: __m256) -> f32 {
     _mm_cvtss_f32(r)
 }
 
+/// Lane `k` = the sum of the eight `i32` lanes of `v[k]` (exact: integer adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum8x8_i32(v: &[__m256i; 8]) -> __m256i {
+    // Pairwise sums within 128-bit halves, twice: lanes 0..4 hold v[0..4]'s low-half sums
+    // and lanes 4..8 their high-half sums (likewise for v[4..8]); then the halves are added.
+    let h0 = _mm256_hadd_epi32(v[0], v[1]);
+    let h1 = _mm256_hadd_epi32(v[2], v[3]);
+    let h2 = _mm256_hadd_epi32(v[4], v[5]);
+    let h3 = _mm256_hadd_epi32(v[6], v[7]);
+    let g0 = _mm256_hadd_epi32(h0, h1);
+    let g1 = _mm256_hadd_epi32(h2, h3);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(g0, g1),
+        _mm256_permute2x128_si256::<0x31>(g0, g1),
+    )
+}
+
 /// Sum of the eight `i32` lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
