@@ -103,7 +103,7 @@ fn request_tile_state() -> bool {
 
 /// The tile configuration (palette 1): every tile's rows and bytes per row.
 #[repr(C, align(64))]
-struct TileConfig {
+pub(crate) struct TileConfig {
     palette: u8,
     start_row: u8,
     reserved: [u8; 14],
@@ -112,34 +112,51 @@ struct TileConfig {
     reserved2: [u8; 16],
 }
 
-/// Every tile 16 rows of 64 bytes: `tmm0`, `tmm1` the sums (low and high scale bits);
-/// `tmm2`, `tmm5` activations; `tmm3`, `tmm4`, `tmm6`, `tmm7` weights.
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-    reserved2: [0; 16],
-};
+impl TileConfig {
+    /// Tiles `tmm0..tmm8` with `colsb[t]` bytes per row and `rows[t]` rows (at most 64 and
+    /// 16; zero for a tile left unused).
+    pub(crate) const fn new(colsb: [u16; 8], rows: [u8; 8]) -> TileConfig {
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+            reserved2: [0; 16],
+        };
+        let mut t = 0;
+        while t < 8 {
+            assert!(colsb[t] <= 64 && rows[t] <= 16);
+            c.colsb[t] = colsb[t];
+            c.rows[t] = rows[t];
+            t += 1;
+        }
+        c
+    }
+}
+
+/// The K-quant kernels' tiles, every one 16 rows of 64 bytes: `tmm0`, `tmm1` the sums (low
+/// and high scale bits); `tmm2`, `tmm5` activations; `tmm3`, `tmm4`, `tmm6`, `tmm7` weights.
+pub(crate) const CONFIG: TileConfig = TileConfig::new([64; 8], [16; 8]);
 
 /// Tile products from [`TileSession::start`] until dropped (which releases the tiles).
 /// Create one per task, on the thread that runs the products.
 pub(crate) struct TileSession(());
 
 impl TileSession {
-    /// Loads the tile configuration on this thread. Only when [`available`].
-    pub(crate) fn start() -> TileSession {
+    /// Loads the tile configuration `config` on this thread ([`CONFIG`] for the K-quant
+    /// products of this module). Only when [`available`].
+    pub(crate) fn start(config: &'static TileConfig) -> TileSession {
         assert!(available(), "AMX tile products are not available");
         // SAFETY: AMX is available and this process holds the tile state (`available`);
-        // CONFIG is a valid palette-1 configuration (16 rows of 64 bytes, tiles 0..8).
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        // `config` is a valid palette-1 configuration (`TileConfig::new` checks the shapes).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly)) };
         TileSession(())
     }
 
     /// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)`: the activation rows
     /// from tile `t0` on (`out.len()` of them) of `tiled`, and a group in the AMX form. `acc`
-    /// is scratch, reused between calls.
+    /// is scratch, reused between calls. The session must have started with [`CONFIG`].
     pub(crate) fn group_dot(
         &self,
         g: &PackedKGroup,

@@ -18,6 +18,8 @@
 pub mod activations;
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod amx_q8;
 pub mod blocks;
 pub mod dequant;
 pub mod dot;

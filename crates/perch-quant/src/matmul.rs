@@ -336,9 +336,12 @@ mod batch {
     use super::{OutPtr, WeightMatrix};
     use crate::activations::QuantizedActivations;
     use crate::amx::{self, TILE_ROWS};
+    use crate::amx_q8;
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
-    use crate::packed::{MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable};
+    use crate::packed::{
+        EXACT_TYPE, MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable,
+    };
     use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
     use crate::types::GgmlType;
@@ -347,6 +350,7 @@ mod batch {
         static GROUP: RefCell<PackedGroup> = RefCell::new(PackedGroup::default());
         static GROUP_K: RefCell<PackedKGroup> = RefCell::new(PackedKGroup::default());
         static GROUPS_K: RefCell<Vec<PackedKGroup>> = const { RefCell::new(Vec::new()) };
+        static GROUPS: RefCell<Vec<PackedGroup>> = const { RefCell::new(Vec::new()) };
     }
 
     /// How a product runs repacked.
@@ -358,6 +362,8 @@ mod batch {
         K,
         /// A K-quant on AMX tiles (the activations rearranged into tiles once per product).
         KTiles,
+        /// Q8_0 on AMX tiles (likewise).
+        Tiles8,
     }
 
     /// The activations as the repacked products want them, prepared once per product call
@@ -366,6 +372,7 @@ mod batch {
     pub(super) struct Prepared {
         legacy: Vec<PreparedActivations>,
         tiles: Option<amx::TiledActivations>,
+        tiles8: Option<amx_q8::TiledActivations>,
     }
 
     /// Every group of a repacked matrix.
@@ -460,6 +467,12 @@ mod batch {
         if packed_k::packable(ty) {
             return Some(Plan::K);
         }
+        if ty == EXACT_TYPE && amx::available() {
+            prepared
+                .tiles8
+                .get_or_insert_with(|| amx_q8::TiledActivations::new(x));
+            return Some(Plan::Tiles8);
+        }
         let legacy = &mut prepared.legacy;
         Some(Plan::Legacy(
             match legacy.iter().position(|p| p.serves(ty)) {
@@ -482,8 +495,10 @@ mod batch {
         rows: usize,
     ) -> usize {
         match plan {
-            Plan::KTiles => {
-                let by_cache = 1024 * 1024 / (2 * w.cols().max(1));
+            Plan::KTiles | Plan::Tiles8 => {
+                // Two bytes per weight in the K-quants' AMX form, about one for Q8_0.
+                let per_weight = if matches!(plan, Plan::KTiles) { 2 } else { 1 };
+                let by_cache = 1024 * 1024 / (per_weight * w.cols().max(1));
                 let by_balance = w.rows().div_ceil(2 * threads);
                 by_cache.min(by_balance).next_multiple_of(ROWS)
             }
@@ -518,6 +533,16 @@ mod batch {
                 }
             };
         };
+        // Fetches the output line of row `r` at weight row `o` for writing: a hint only.
+        let prefetch = |r: usize, o: usize| {
+            let idx = (r * n_out + o).min(n_act * n_out - 1);
+            // SAFETY: a prefetch never faults; `idx` is inside `out` anyway.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
+                    out.0.add(idx).cast::<i8>(),
+                )
+            };
+        };
         // The repacked group of rows `o..o + n`: the matrix's own when it was repacked
         // beforehand (chunks start at multiples of ROWS), else `scratch` filled now.
         match (plan, w.packed.map(|p| &p.groups)) {
@@ -540,48 +565,56 @@ mod batch {
             (Plan::KTiles, packed) => GROUPS_K.with_borrow_mut(|scratch| {
                 let tiled = prepared.tiles.as_ref().expect("tiled activations");
                 // The chunk's groups: the matrix's own, or repacked now (once for all the
-                // row blocks below).
-                let firsts: Vec<usize> = (o0..o1).step_by(ROWS).collect();
+                // row blocks).
                 let groups: Vec<&PackedKGroup> = match packed {
-                    Some(Groups::K(gs)) => firsts.iter().map(|&o| &gs[o / ROWS]).collect(),
+                    Some(Groups::K(gs)) => (o0..o1).step_by(ROWS).map(|o| &gs[o / ROWS]).collect(),
                     _ => {
-                        scratch.resize_with(firsts.len(), PackedKGroup::default);
-                        for (g, &o) in scratch.iter_mut().zip(&firsts) {
+                        scratch.resize_with((o1 - o0).div_ceil(ROWS), PackedKGroup::default);
+                        for (g, o) in scratch.iter_mut().zip((o0..o1).step_by(ROWS)) {
                             g.fill(w, o, ROWS.min(o1 - o));
                         }
                         scratch.iter().collect()
                     }
                 };
-                // Activation rows in blocks of about 512 KiB of quants, each block running by
-                // every group of the chunk while it stays in L2.
-                let block_tiles = (512 * 1024 / (w.cols() * TILE_ROWS)).max(1);
-                let session = amx::TileSession::start();
-                let mut v = vec![[0f32; ROWS]; (block_tiles * TILE_ROWS).min(n_act)];
+                let session = amx::TileSession::start(&amx::CONFIG);
                 let mut acc = Vec::new();
-                for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
-                    let r0 = t0 * TILE_ROWS;
-                    let rows = (block_tiles * TILE_ROWS).min(n_act - r0);
-                    for (g, &o) in groups.iter().zip(&firsts) {
-                        let n = ROWS.min(o1 - o);
-                        // The output lines this group will write, fetched for writing while
-                        // the tiles compute: written once each, far apart, they would
-                        // otherwise stall the stores below on their misses.
-                        for i in 0..rows {
-                            let idx = (r0 + i) * n_out + o;
-                            // SAFETY: a prefetch only hints the cache; `idx` is inside `out`
-                            // (r0 + i < n_act, o < n_out), so the address is valid anyway.
-                            unsafe {
-                                core::arch::x86_64::_mm_prefetch::<
-                                    { core::arch::x86_64::_MM_HINT_ET0 },
-                                >(out.0.add(idx).cast::<i8>())
-                            };
-                        }
-                        session.group_dot(g, tiled, t0, &mut v[..rows], &mut acc);
-                        for (i, vi) in v[..rows].iter().enumerate() {
-                            store(r0 + i, o, &vi[..n]);
-                        }
+                tiled_chunk(
+                    &groups,
+                    w.cols(),
+                    n_act,
+                    o0,
+                    o1,
+                    &store,
+                    &prefetch,
+                    |g, t0, v| session.group_dot(g, tiled, t0, v, &mut acc),
+                );
+            }),
+            (Plan::Tiles8, packed) => GROUPS.with_borrow_mut(|scratch| {
+                let tiled = prepared.tiles8.as_ref().expect("tiled activations");
+                let groups: Vec<&PackedGroup> = match packed {
+                    Some(Groups::Legacy(gs)) => {
+                        (o0..o1).step_by(ROWS).map(|o| &gs[o / ROWS]).collect()
                     }
-                }
+                    _ => {
+                        scratch.resize_with((o1 - o0).div_ceil(ROWS), PackedGroup::default);
+                        for (g, o) in scratch.iter_mut().zip((o0..o1).step_by(ROWS)) {
+                            g.fill(w, o, ROWS.min(o1 - o));
+                        }
+                        scratch.iter().collect()
+                    }
+                };
+                let session = amx::TileSession::start(&amx_q8::CONFIG);
+                let mut acc = Vec::new();
+                tiled_chunk(
+                    &groups,
+                    w.cols(),
+                    n_act,
+                    o0,
+                    o1,
+                    &store,
+                    &prefetch,
+                    |g, t0, v| amx_q8::group_dot(g, tiled, t0, v, &mut acc, &session),
+                );
             }),
             (Plan::K, packed) => GROUP_K.with_borrow_mut(|scratch| {
                 let rows: Vec<&[BlockQ8K]> = (0..n_act)
@@ -599,6 +632,42 @@ mod batch {
                     }
                 }
             }),
+        }
+    }
+
+    /// The AMX products of a chunk: the activation rows in blocks of about 512 KiB of quants,
+    /// each block running by every group of the chunk (weight rows `o0..o1`, sixteen per
+    /// group) while it stays in L2. `dot(group, first tile, out)` computes a group against
+    /// the block's rows; `store(row, first weight row, values)` writes results.
+    #[allow(clippy::too_many_arguments)]
+    fn tiled_chunk<G>(
+        groups: &[&G],
+        cols: usize,
+        n_act: usize,
+        o0: usize,
+        o1: usize,
+        store: &impl Fn(usize, usize, &[f32]),
+        prefetch: &impl Fn(usize, usize),
+        mut dot: impl FnMut(&G, usize, &mut [[f32; ROWS]]),
+    ) {
+        let block_tiles = (512 * 1024 / (cols * TILE_ROWS)).max(1);
+        let mut v = vec![[0f32; ROWS]; (block_tiles * TILE_ROWS).min(n_act)];
+        for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
+            let r0 = t0 * TILE_ROWS;
+            let rows = (block_tiles * TILE_ROWS).min(n_act - r0);
+            for (g, o) in groups.iter().zip((o0..o1).step_by(ROWS)) {
+                let n = ROWS.min(o1 - o);
+                // The output lines this group will write, fetched for writing while the tiles
+                // compute: written once each, far apart, they would otherwise stall the
+                // stores below on their misses.
+                for i in 0..rows {
+                    prefetch(r0 + i, o);
+                }
+                dot(g, t0, &mut v[..rows]);
+                for (i, vi) in v[..rows].iter().enumerate() {
+                    store(r0 + i, o, &vi[..n]);
+                }
+            }
         }
     }
 

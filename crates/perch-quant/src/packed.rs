@@ -169,6 +169,16 @@ pub(crate) struct PackedGroup {
 }
 
 impl PackedGroup {
+    /// The quants (eight 64-byte vectors per block) and the rows' scales (ROWS per block).
+    pub(crate) fn parts(&self) -> (&[u8], &[f32]) {
+        assert_eq!(
+            self.q.len() / 512 * ROWS,
+            self.d.len(),
+            "packed group layout"
+        );
+        (&self.q, &self.d)
+    }
+
     /// Bytes of a group of rows of `cols` elements.
     pub(crate) fn bytes_for(cols: usize) -> usize {
         cols / 32 * (8 * 64 + 2 * ROWS * 4)

@@ -1,0 +1,270 @@
+//! Q8_0 batch products on AMX tiles (see `crate::amx` for when the tiles are there).
+//!
+//! `crate::packed` stores a block of sixteen Q8_0 weight rows as eight 64-byte vectors, the
+//! four-byte group `k` of every row in vector `k`, each byte `q + 128`: that is an AMX weight
+//! tile of 8 rows × 64 bytes as it is. The activations are rearranged once per product so
+//! that a block of sixteen activation rows is 512 contiguous bytes (an activation tile of
+//! 16 rows × 32 bytes). One `tdpbsud` (signed activations × unsigned weights) gives the
+//! block's sums for 16 × 16 row pairs; adding `-128 · Σ a` (the offset's correction) makes
+//! them the exact integer products, which is what Q8_0's one-row kernel sums per block
+//! (`dot/x86/legacy.rs`, `blocks8_exact`). Then, as there, one FMA per block by the scale
+//! product into accumulator `b % 8`, and the same horizontal-sum tree: the same bits on
+//! every path.
+#![allow(clippy::incompatible_msrv)]
+
+use core::arch::asm;
+use core::arch::x86_64::*;
+use std::cell::RefCell;
+
+use crate::activations::QuantizedActivations;
+use crate::amx::{TILE_ROWS, TileConfig};
+use crate::blocks::{BlockQ8_0, as_blocks};
+use crate::packed::{AlignedBytes, PackedGroup, ROWS};
+use crate::types::GgmlType;
+
+/// Bytes of one block of one activation tile: sixteen rows of 32 quants.
+const TILE_BLOCK: usize = TILE_ROWS * 32;
+
+/// `tmm0`, `tmm1`: the sums of two activation tiles (16 rows of 64 bytes); `tmm4`, `tmm5`:
+/// their quants of one block (16 rows of 32 bytes); `tmm6`: the weights' block (8 rows of
+/// 64 bytes).
+pub(crate) const CONFIG: TileConfig =
+    TileConfig::new([64, 64, 0, 0, 32, 32, 64, 0], [16, 16, 0, 0, 16, 16, 8, 0]);
+
+/// A row's block scale and the offset's correction `-128 · Σ quants`.
+#[derive(Clone, Copy, Default)]
+struct RowMeta {
+    d: f32,
+    corr: i32,
+}
+
+/// Q8_0 activations rearranged for tile loads, once per product: per block, per tile of
+/// sixteen rows (the last padded), the sixteen rows' 32 quants one after the other.
+pub(crate) struct TiledActivations {
+    rows: usize,
+    tiles: usize,
+    blocks: usize,
+    data: AlignedBytes,
+    /// Per block and row.
+    meta: Vec<RowMeta>,
+}
+
+thread_local! {
+    /// The buffers of this thread's last tiled activations, for the next (a prompt's
+    /// products would otherwise fault in and zero fresh pages for every matrix).
+    static SPARE: RefCell<(AlignedBytes, Vec<RowMeta>)> = RefCell::default();
+}
+
+impl Drop for TiledActivations {
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        let meta = std::mem::take(&mut self.meta);
+        SPARE.with_borrow_mut(|spare| *spare = (data, meta));
+    }
+}
+
+impl TiledActivations {
+    /// Rearranges `x` (rows of Q8_0). The padding rows of the last tile are left as they are:
+    /// their sums are never read.
+    pub(crate) fn new(x: &QuantizedActivations) -> TiledActivations {
+        assert_eq!(x.ty(), GgmlType::Q8_0, "Q8_0 activations");
+        let rows = x.rows();
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let blocks = x.cols() / 32;
+        let (mut data, mut meta) = SPARE.with_borrow_mut(std::mem::take);
+        data.resize(blocks * tiles * TILE_BLOCK);
+        meta.resize(blocks * rows, RowMeta::default());
+        for r in 0..rows {
+            let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
+            for (b, y) in as_blocks::<BlockQ8_0>(x.row(r))
+                .expect("Q8_0 rows")
+                .iter()
+                .enumerate()
+            {
+                let sum: i32 = y.qs.iter().map(|&q| i32::from(q)).sum();
+                meta[b * rows + r] = RowMeta {
+                    d: y.d.to_f32(),
+                    corr: -128 * sum,
+                };
+                let at = (b * tiles + t) * TILE_BLOCK + 32 * i;
+                data[at..at + 32].copy_from_slice(bytemuck::cast_slice(&y.qs));
+            }
+        }
+        TiledActivations {
+            rows,
+            tiles,
+            blocks,
+            data,
+            meta,
+        }
+    }
+}
+
+/// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)` for the `out.len()` rows
+/// from tile `t0` on. The tiles must be configured as [`CONFIG`] on this thread (a
+/// `crate::amx::TileSession`). `acc` is scratch, reused between calls.
+pub(crate) fn group_dot(
+    g: &PackedGroup,
+    tiled: &TiledActivations,
+    t0: usize,
+    out: &mut [[f32; ROWS]],
+    acc: &mut Vec<[__m512; 8]>,
+    _session: &crate::amx::TileSession,
+) {
+    let (q, d) = g.parts();
+    assert!(
+        q.len() == tiled.blocks * 512
+            && d.len() == tiled.blocks * ROWS
+            && TILE_ROWS * t0 + out.len() <= tiled.rows
+            && tiled.data.len() == tiled.blocks * tiled.tiles * TILE_BLOCK
+            && tiled.meta.len() == tiled.blocks * tiled.rows,
+        "a Q8_0 group and its tiled activations"
+    );
+    // SAFETY: the session configured the tiles as CONFIG on this thread (AMX available), and
+    // the buffers hold what the kernel reads (checked above).
+    unsafe { tile_dot(q, d, tiled, t0, out, acc) }
+}
+
+/// The kernel: block by block (its weights stay in L1 while every activation tile runs by),
+/// two activation tiles at a time into two tiles of sums, stored to `c[u % 2]`; the float
+/// arithmetic of a unit runs after the next unit's tile products are issued.
+///
+/// # Safety
+/// The tiles must be configured as [`CONFIG`], and the buffers must be as `group_dot`
+/// checks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+unsafe fn tile_dot(
+    q: &[u8],
+    d: &[f32],
+    tiled: &TiledActivations,
+    t0: usize,
+    out: &mut [[f32; ROWS]],
+    acc: &mut Vec<[__m512; 8]>,
+) {
+    acc.clear();
+    acc.resize(out.len(), [_mm512_setzero_ps(); 8]);
+    let (nb, tiles) = (tiled.blocks, tiled.tiles);
+    let mut sums = Sums([[[[0; ROWS]; TILE_ROWS]; 2]; 2]);
+    let c = &mut sums.0;
+    let nt = out.len().div_ceil(TILE_ROWS);
+    let units = (0..nb).flat_map(|b| (0..nt).step_by(2).map(move |t| (b, t, 2.min(nt - t))));
+    let mut pending: Option<(usize, usize, usize)> = None;
+    for (u, unit) in units.map(Some).chain([None]).enumerate() {
+        if let Some((b, t, n)) = unit {
+            let now = &mut c[u % 2];
+            let w = q[b * 512..(b + 1) * 512].as_ptr();
+            let at = (b * tiles + t0 + t) * TILE_BLOCK;
+            let a = tiled.data[at..at + n * TILE_BLOCK].as_ptr();
+            // SAFETY: the weight tile reads 8 rows of 64 bytes, block `b`'s 512 bytes; the
+            // activation tiles read 16 rows of 32 bytes at `a` (and `a + 512`), inside the
+            // unit's `n · 512` bytes (sliced above); the sums go to `now`, two tiles of 16
+            // rows of 64 bytes.
+            unsafe {
+                if n == 2 {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tileloadd tmm6, [{w} + {sf}*1]",
+                        "tileloadd tmm4, [{a} + {tt}*1]",
+                        "tileloadd tmm5, [{a} + {tt}*1 + 512]",
+                        "tdpbsud tmm0, tmm4, tmm6",
+                        "tdpbsud tmm1, tmm5, tmm6",
+                        "tilestored [{c0} + {sf}*1], tmm0",
+                        "tilestored [{c1} + {sf}*1], tmm1",
+                        w = in(reg) w,
+                        a = in(reg) a,
+                        sf = in(reg) 64usize,
+                        tt = in(reg) 32usize,
+                        c0 = in(reg) now[0].as_mut_ptr(),
+                        c1 = in(reg) now[1].as_mut_ptr(),
+                        options(nostack),
+                    );
+                } else {
+                    asm!(
+                        "tilezero tmm0",
+                        "tileloadd tmm6, [{w} + {sf}*1]",
+                        "tileloadd tmm4, [{a} + {tt}*1]",
+                        "tdpbsud tmm0, tmm4, tmm6",
+                        "tilestored [{c0} + {sf}*1], tmm0",
+                        w = in(reg) w,
+                        a = in(reg) a,
+                        sf = in(reg) 64usize,
+                        tt = in(reg) 32usize,
+                        c0 = in(reg) now[0].as_mut_ptr(),
+                        options(nostack),
+                    );
+                }
+            }
+        }
+        if let Some((b, t, n)) = pending {
+            let first = b * tiled.rows + TILE_ROWS * t0;
+            let meta = &tiled.meta[first..first + out.len()];
+            // SAFETY: `d` holds ROWS floats per block (checked by the caller), sliced here.
+            let dx = unsafe { _mm512_loadu_ps(d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
+            let k = b % 8;
+            for (i, ci) in c[(u + 1) % 2][..n].iter().enumerate() {
+                for (r, cr) in ci.iter().enumerate() {
+                    let row = TILE_ROWS * (t + i) + r;
+                    if row >= acc.len() {
+                        break;
+                    }
+                    let y = meta[row];
+                    // SAFETY: `cr` is 16 i32; unaligned load.
+                    let s = unsafe { _mm512_loadu_si512(cr.as_ptr().cast()) };
+                    let s = _mm512_add_epi32(s, _mm512_set1_epi32(y.corr));
+                    let sc = _mm512_mul_ps(dx, _mm512_set1_ps(y.d));
+                    let a = &mut acc[row][k];
+                    *a = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), *a);
+                }
+            }
+        }
+        pending = unit;
+    }
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
+        // (.0 + .2, .1 + .3), then their sum.
+        let t0 = _mm512_add_ps(a[4], a[0]);
+        let t1 = _mm512_add_ps(a[5], a[1]);
+        let t2 = _mm512_add_ps(a[6], a[2]);
+        let t3 = _mm512_add_ps(a[7], a[3]);
+        let v = _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3));
+        // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+}
+
+/// Two units' tiles of sums, every tile row on a cache line.
+#[repr(C, align(64))]
+struct Sums([[[[i32; ROWS]; TILE_ROWS]; 2]; 2]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row `r`'s quants of block `b` at `(b · tiles + r / 16) · 512 + 32 · (r % 16)`, with
+    /// its scale and the offset's correction.
+    #[test]
+    fn tiled_activations_layout() {
+        let (rows, cols) = (19, 96);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut q = QuantizedActivations::new();
+        q.quantize(GgmlType::Q8_0, &x, rows, cols).unwrap();
+        let t = TiledActivations::new(&q);
+        assert_eq!((t.rows, t.tiles, t.blocks), (19, 2, 3));
+        for r in 0..rows {
+            for (b, y) in as_blocks::<BlockQ8_0>(q.row(r)).unwrap().iter().enumerate() {
+                let at = (b * t.tiles + r / 16) * 512 + 32 * (r % 16);
+                let want: &[u8] = bytemuck::cast_slice(&y.qs);
+                assert_eq!(&t.data[at..at + 32], want, "row {r} block {b}");
+                let m = t.meta[b * rows + r];
+                assert_eq!(m.d.to_bits(), y.d.to_f32().to_bits());
+                assert_eq!(
+                    m.corr,
+                    -128 * y.qs.iter().map(|&v| i32::from(v)).sum::<i32>()
+                );
+            }
+        }
+    }
+}
