@@ -22,6 +22,11 @@ use crate::blocks::{BlockQ8_0, as_blocks};
 use crate::packed::{AlignedBytes, PackedGroup, ROWS};
 use crate::types::GgmlType;
 
+/// The fewest activation rows for which Q8_0 products run on tiles. The tiles read the
+/// repacked weights once, as many bytes as the one-row kernels read, however few rows there
+/// are (a tile pads them to sixteen): from 2 rows on they are faster.
+pub(crate) const MIN_ACT_ROWS: usize = 2;
+
 /// Bytes of one block of one activation tile: sixteen rows of 32 quants.
 const TILE_BLOCK: usize = TILE_ROWS * 32;
 

@@ -396,6 +396,8 @@ mod batch {
             None
         } else if packed_k::packable(ty) {
             Some(packed_k::MIN_ACT_ROWS)
+        } else if ty == EXACT_TYPE && amx::available() {
+            Some(amx_q8::MIN_ACT_ROWS)
         } else if packable(ty) {
             Some(MIN_ACT_ROWS)
         } else {
