@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::activations::QuantizedActivations;
-use crate::blocks::{BlockQ8K, as_blocks};
+use crate::blocks::{BlockQ8_0, BlockQ8K, as_blocks};
 use crate::packed::{AlignedBytes, ROWS};
 use crate::packed_k::PackedKGroup;
 use crate::types::{GgmlType, QK_K};
@@ -185,24 +185,25 @@ impl TileSession {
 #[repr(C, align(64))]
 struct Sums([[[[[i32; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
 
-/// Q8_K activations rearranged for tile loads, once per product: per super-block, per tile of
-/// sixteen rows (the last padded with zero rows), per 64 elements, the sixteen rows' 64
-/// quants one after the other (1 KiB, read by one `tileloadd` with a 64-byte stride).
+/// Activations rearranged for tile loads, once per product: per block (Q8_K's 256 elements
+/// or Q8_0's 32), per tile of sixteen rows (the last padded), per 64 elements (32 for Q8_0),
+/// the sixteen rows' quants one after the other: 1 KiB (512 bytes) read by one `tileloadd`.
 /// Contiguous tiles stream from L2 where rows `row_bytes` apart would not.
 pub(crate) struct TiledActivations {
-    rows: usize,
-    tiles: usize,
-    blocks: usize,
-    data: AlignedBytes,
-    /// Per super-block and row: Q8_K's scale and its sums of 16 as eight `i16` pairs.
-    meta: Vec<RowMeta>,
+    pub(crate) rows: usize,
+    pub(crate) tiles: usize,
+    pub(crate) blocks: usize,
+    pub(crate) data: AlignedBytes,
+    /// Per block and row.
+    pub(crate) meta: Vec<RowMeta>,
 }
 
-/// A row's super-block scale and sums of 32 (as `vpdpwssd` reads pairs: sums `2t`, `2t + 1`).
+/// A row's block scale and sums: for Q8_K its sums of 32 as `i16` pairs (sums `2t`, `2t + 1`,
+/// as `vpdpwssd` reads them); for Q8_0 the sum of its quants in `ints[0]`.
 #[derive(Clone, Copy, Default)]
-struct RowMeta {
-    d: f32,
-    pairs: [i32; 4],
+pub(crate) struct RowMeta {
+    pub(crate) d: f32,
+    pub(crate) ints: [i32; 4],
 }
 
 thread_local! {
@@ -219,38 +220,60 @@ impl Drop for TiledActivations {
 }
 
 impl TiledActivations {
-    /// Rearranges `x` (rows of Q8_K), reusing the buffers this thread's last call returned
-    /// ([`TiledActivations::recycle`]): a prompt's products would otherwise fault in and
-    /// zero fresh pages for every matrix. (The padding rows of the last tile are left as they
-    /// are: their sums are never read.)
+    /// Rearranges `x` (rows of Q8_K or Q8_0), reusing the buffers this thread's last one
+    /// left: a prompt's products would otherwise fault in and zero fresh pages for every
+    /// matrix. (The padding rows of the last tile are left as they are: their sums are never
+    /// read.)
     pub(crate) fn new(x: &QuantizedActivations) -> TiledActivations {
-        assert_eq!(x.ty(), GgmlType::Q8_K, "Q8_K activations");
+        let bs = match x.ty() {
+            GgmlType::Q8_K => QK_K,
+            GgmlType::Q8_0 => 32,
+            ty => panic!("no tiled activations of {ty}"),
+        };
+        let cw = bs.min(64);
         let rows = x.rows();
         let tiles = rows.div_ceil(TILE_ROWS);
-        let blocks = x.cols() / QK_K;
+        let blocks = x.cols() / bs;
         let (mut data, mut meta) = SPARE.with_borrow_mut(std::mem::take);
-        data.resize(blocks * tiles * TILE_ROWS * QK_K);
+        data.resize(blocks * tiles * TILE_ROWS * bs);
         meta.resize(blocks * rows, RowMeta::default());
-        for r in 0..rows {
+        let mut place = |b: usize, r: usize, qs: &[i8], m: RowMeta| {
             let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
-            for (b, y) in as_blocks::<BlockQ8K>(x.row(r))
-                .expect("Q8_K rows")
-                .iter()
-                .enumerate()
-            {
-                meta[b * rows + r] = RowMeta {
-                    d: y.d.get(),
-                    pairs: std::array::from_fn(|t| {
-                        let sum32 = |g: usize| y.bsums[2 * g].get() + y.bsums[2 * g + 1].get();
-                        let lo = sum32(2 * t) as u16 as i32;
-                        let hi = sum32(2 * t + 1) as u16 as i32;
-                        lo | (hi << 16)
-                    }),
-                };
-                for k in 0..QK_K / 64 {
-                    let at = ((b * tiles + t) * 4 + k) * 1024 + 64 * i;
-                    data[at..at + 64]
-                        .copy_from_slice(bytemuck::cast_slice(&y.qs[64 * k..64 * k + 64]));
+            meta[b * rows + r] = m;
+            for (k, q) in qs.chunks_exact(cw).enumerate() {
+                let at = (b * tiles + t) * TILE_ROWS * bs + k * TILE_ROWS * cw + cw * i;
+                data[at..at + cw].copy_from_slice(bytemuck::cast_slice(q));
+            }
+        };
+        for r in 0..rows {
+            if bs == QK_K {
+                for (b, y) in as_blocks::<BlockQ8K>(x.row(r))
+                    .expect("Q8_K rows")
+                    .iter()
+                    .enumerate()
+                {
+                    let sum32 = |g: usize| y.bsums[2 * g].get() + y.bsums[2 * g + 1].get();
+                    let ints = std::array::from_fn(|t| {
+                        (sum32(2 * t) as u16 as i32) | ((sum32(2 * t + 1) as u16 as i32) << 16)
+                    });
+                    place(b, r, &y.qs, RowMeta { d: y.d.get(), ints });
+                }
+            } else {
+                for (b, y) in as_blocks::<BlockQ8_0>(x.row(r))
+                    .expect("Q8_0 rows")
+                    .iter()
+                    .enumerate()
+                {
+                    let sum = y.qs.iter().map(|&q| i32::from(q)).sum();
+                    place(
+                        b,
+                        r,
+                        &y.qs,
+                        RowMeta {
+                            d: y.d.to_f32(),
+                            ints: [sum, 0, 0, 0],
+                        },
+                    );
                 }
             }
         }
@@ -610,7 +633,7 @@ fn finish_unit(
             let y = &meta[row_index];
             let s1 = _mm512_add_epi32(lo, _mm512_slli_epi32::<3>(hi));
             let mut s2 = _mm512_setzero_si512();
-            for (&pk, &yk) in p.iter().zip(&y.pairs) {
+            for (&pk, &yk) in p.iter().zip(&y.ints) {
                 s2 = _mm512_dpwssd_epi32(s2, pk, _mm512_set1_epi32(yk));
             }
             let dy = _mm512_set1_ps(y.d);
@@ -684,7 +707,7 @@ mod tests {
                 let m = t.meta[b * rows + r];
                 assert_eq!(m.d.to_bits(), y.d.get().to_bits());
                 let sum: i32 = m
-                    .pairs
+                    .ints
                     .iter()
                     .map(|&p| i32::from(p as i16) + i32::from((p >> 16) as i16))
                     .sum();

@@ -1,28 +1,26 @@
-//! Q8_0 batch products on AMX tiles (see `crate::amx` for when the tiles are there).
+//! Q4_0, Q5_0 and Q8_0 batch products on AMX tiles (see `crate::amx` for when the tiles
+//! are there).
 //!
-//! `crate::packed` stores a block of sixteen Q8_0 weight rows as eight 64-byte vectors, the
-//! four-byte group `k` of every row in vector `k`, each byte `q + 128`: that is an AMX weight
-//! tile of 8 rows × 64 bytes as it is. The activations are rearranged once per product so
-//! that a block of sixteen activation rows is 512 contiguous bytes (an activation tile of
-//! 16 rows × 32 bytes). One `tdpbsud` (signed activations × unsigned weights) gives the
-//! block's sums for 16 × 16 row pairs; adding `-128 · Σ a` (the offset's correction) makes
-//! them the exact integer products, which is what Q8_0's one-row kernel sums per block
-//! (`dot/x86/legacy.rs`, `blocks8_exact`). Then, as there, one FMA per block by the scale
+//! `crate::packed` stores a block of sixteen weight rows as eight 64-byte vectors, the
+//! four-byte group `k` of every row in vector `k`, each byte `q + offset` (8, 16, 128): that
+//! is an AMX weight tile of 8 rows × 64 bytes as it is. The activations (Q8_0) are
+//! rearranged once per product so that a block of sixteen activation rows is 512 contiguous
+//! bytes (an activation tile of 16 rows × 32 bytes). One `tdpbsud` (signed activations ×
+//! unsigned weights) gives the block's sums for 16 × 16 row pairs; adding
+//! `-offset · Σ a` makes them the exact integer products, which is what these types'
+//! one-row kernels sum per block (`dot/x86/legacy.rs`, `blocks8_exact`). Then, as there, one FMA per block by the scale
 //! product into accumulator `b % 8`, and the same horizontal-sum tree: the same bits on
 //! every path.
 #![allow(clippy::incompatible_msrv)]
 
 use core::arch::asm;
 use core::arch::x86_64::*;
-use std::cell::RefCell;
 
-use crate::activations::QuantizedActivations;
-use crate::amx::{TILE_ROWS, TileConfig};
-use crate::blocks::{BlockQ8_0, as_blocks};
-use crate::packed::{AlignedBytes, PackedGroup, ROWS};
-use crate::types::GgmlType;
+use crate::amx::{TILE_ROWS, TileConfig, TiledActivations};
+use crate::packed::{PackedGroup, ROWS, hsum_tree};
 
-/// The fewest activation rows for which Q8_0 products run on tiles. The tiles read the
+/// The fewest activation rows for which Q8_0 products run on tiles (Q4_0 and Q5_0 keep the
+/// repacked products' twelve: their repacked weights are twice their own size). The tiles read the
 /// repacked weights once, as many bytes as the one-row kernels read, however few rows there
 /// are (a tile pads them to sixteen): from 2 rows on they are faster.
 pub(crate) const MIN_ACT_ROWS: usize = 2;
@@ -36,80 +34,12 @@ const TILE_BLOCK: usize = TILE_ROWS * 32;
 pub(crate) const CONFIG: TileConfig =
     TileConfig::new([64, 64, 0, 0, 32, 32, 64, 0], [16, 16, 0, 0, 16, 16, 8, 0]);
 
-/// A row's block scale and the offset's correction `-128 · Σ quants`.
-#[derive(Clone, Copy, Default)]
-struct RowMeta {
-    d: f32,
-    corr: i32,
-}
-
-/// Q8_0 activations rearranged for tile loads, once per product: per block, per tile of
-/// sixteen rows (the last padded), the sixteen rows' 32 quants one after the other.
-pub(crate) struct TiledActivations {
-    rows: usize,
-    tiles: usize,
-    blocks: usize,
-    data: AlignedBytes,
-    /// Per block and row.
-    meta: Vec<RowMeta>,
-}
-
-thread_local! {
-    /// The buffers of this thread's last tiled activations, for the next (a prompt's
-    /// products would otherwise fault in and zero fresh pages for every matrix).
-    static SPARE: RefCell<(AlignedBytes, Vec<RowMeta>)> = RefCell::default();
-}
-
-impl Drop for TiledActivations {
-    fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        let meta = std::mem::take(&mut self.meta);
-        SPARE.with_borrow_mut(|spare| *spare = (data, meta));
-    }
-}
-
-impl TiledActivations {
-    /// Rearranges `x` (rows of Q8_0). The padding rows of the last tile are left as they are:
-    /// their sums are never read.
-    pub(crate) fn new(x: &QuantizedActivations) -> TiledActivations {
-        assert_eq!(x.ty(), GgmlType::Q8_0, "Q8_0 activations");
-        let rows = x.rows();
-        let tiles = rows.div_ceil(TILE_ROWS);
-        let blocks = x.cols() / 32;
-        let (mut data, mut meta) = SPARE.with_borrow_mut(std::mem::take);
-        data.resize(blocks * tiles * TILE_BLOCK);
-        meta.resize(blocks * rows, RowMeta::default());
-        for r in 0..rows {
-            let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
-            for (b, y) in as_blocks::<BlockQ8_0>(x.row(r))
-                .expect("Q8_0 rows")
-                .iter()
-                .enumerate()
-            {
-                let sum: i32 = y.qs.iter().map(|&q| i32::from(q)).sum();
-                meta[b * rows + r] = RowMeta {
-                    d: y.d.to_f32(),
-                    corr: -128 * sum,
-                };
-                let at = (b * tiles + t) * TILE_BLOCK + 32 * i;
-                data[at..at + 32].copy_from_slice(bytemuck::cast_slice(&y.qs));
-            }
-        }
-        TiledActivations {
-            rows,
-            tiles,
-            blocks,
-            data,
-            meta,
-        }
-    }
-}
-
 /// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)` for the `out.len()` rows
-/// from tile `t0` on. The tiles must be configured as [`CONFIG`] on this thread (a
+/// from tile `t0` on, `offset` the weights' (`crate::packed::offset`). The tiles must be configured as [`CONFIG`] on this thread (a
 /// `crate::amx::TileSession`). `acc` is scratch, reused between calls.
 pub(crate) fn group_dot(
     g: &PackedGroup,
+    offset: i32,
     tiled: &TiledActivations,
     t0: usize,
     out: &mut [[f32; ROWS]],
@@ -127,7 +57,7 @@ pub(crate) fn group_dot(
     );
     // SAFETY: the session configured the tiles as CONFIG on this thread (AMX available), and
     // the buffers hold what the kernel reads (checked above).
-    unsafe { tile_dot(q, d, tiled, t0, out, acc) }
+    unsafe { tile_dot(q, d, offset, tiled, t0, out, acc) }
 }
 
 /// The kernel: block by block (its weights stay in L1 while every activation tile runs by),
@@ -141,6 +71,7 @@ pub(crate) fn group_dot(
 unsafe fn tile_dot(
     q: &[u8],
     d: &[f32],
+    offset: i32,
     tiled: &TiledActivations,
     t0: usize,
     out: &mut [[f32; ROWS]],
@@ -216,7 +147,7 @@ unsafe fn tile_dot(
                     let y = meta[row];
                     // SAFETY: `cr` is 16 i32; unaligned load.
                     let s = unsafe { _mm512_loadu_si512(cr.as_ptr().cast()) };
-                    let s = _mm512_add_epi32(s, _mm512_set1_epi32(y.corr));
+                    let s = _mm512_add_epi32(s, _mm512_set1_epi32(-offset * y.ints[0]));
                     let sc = _mm512_mul_ps(dx, _mm512_set1_ps(y.d));
                     let a = &mut acc[row][k];
                     *a = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), *a);
@@ -226,13 +157,7 @@ unsafe fn tile_dot(
         pending = unit;
     }
     for (o, a) in out.iter_mut().zip(acc.iter()) {
-        // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
-        // (.0 + .2, .1 + .3), then their sum.
-        let t0 = _mm512_add_ps(a[4], a[0]);
-        let t1 = _mm512_add_ps(a[5], a[1]);
-        let t2 = _mm512_add_ps(a[6], a[2]);
-        let t3 = _mm512_add_ps(a[7], a[3]);
-        let v = _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3));
+        let v = hsum_tree(a);
         // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
     }
@@ -245,9 +170,12 @@ struct Sums([[[[i32; ROWS]; TILE_ROWS]; 2]; 2]);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activations::QuantizedActivations;
+    use crate::blocks::{BlockQ8_0, as_blocks};
+    use crate::types::GgmlType;
 
     /// Row `r`'s quants of block `b` at `(b · tiles + r / 16) · 512 + 32 · (r % 16)`, with
-    /// its scale and the offset's correction.
+    /// its scale and the sum of its quants.
     #[test]
     fn tiled_activations_layout() {
         let (rows, cols) = (19, 96);
@@ -265,10 +193,7 @@ mod tests {
                 assert_eq!(&t.data[at..at + 32], want, "row {r} block {b}");
                 let m = t.meta[b * rows + r];
                 assert_eq!(m.d.to_bits(), y.d.to_f32().to_bits());
-                assert_eq!(
-                    m.corr,
-                    -128 * y.qs.iter().map(|&v| i32::from(v)).sum::<i32>()
-                );
+                assert_eq!(m.ints[0], y.qs.iter().map(|&v| i32::from(v)).sum::<i32>());
             }
         }
     }

@@ -340,7 +340,7 @@ mod batch {
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{
-        EXACT_TYPE, MIN_ACT_ROWS, PackedGroup, PreparedActivations, group_dot, packable,
+        MIN_ACT_ROWS, PackedGroup, PreparedActivations, exact, group_dot, offset, packable,
     };
     use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
@@ -372,7 +372,7 @@ mod batch {
     pub(super) struct Prepared {
         legacy: Vec<PreparedActivations>,
         tiles: Option<amx::TiledActivations>,
-        tiles8: Option<amx_q8::TiledActivations>,
+        tiles8: Option<amx::TiledActivations>,
     }
 
     /// Every group of a repacked matrix.
@@ -396,7 +396,7 @@ mod batch {
             None
         } else if packed_k::packable(ty) {
             Some(packed_k::MIN_ACT_ROWS)
-        } else if ty == EXACT_TYPE && amx::available() {
+        } else if ty == GgmlType::Q8_0 && amx::available() {
             Some(amx_q8::MIN_ACT_ROWS)
         } else if packable(ty) {
             Some(MIN_ACT_ROWS)
@@ -469,10 +469,10 @@ mod batch {
         if packed_k::packable(ty) {
             return Some(Plan::K);
         }
-        if ty == EXACT_TYPE && amx::available() {
+        if exact(ty) && amx::available() {
             prepared
                 .tiles8
-                .get_or_insert_with(|| amx_q8::TiledActivations::new(x));
+                .get_or_insert_with(|| amx::TiledActivations::new(x));
             return Some(Plan::Tiles8);
         }
         let legacy = &mut prepared.legacy;
@@ -566,18 +566,11 @@ mod batch {
             }),
             (Plan::KTiles, packed) => GROUPS_K.with_borrow_mut(|scratch| {
                 let tiled = prepared.tiles.as_ref().expect("tiled activations");
-                // The chunk's groups: the matrix's own, or repacked now (once for all the
-                // row blocks).
-                let groups: Vec<&PackedKGroup> = match packed {
-                    Some(Groups::K(gs)) => (o0..o1).step_by(ROWS).map(|o| &gs[o / ROWS]).collect(),
-                    _ => {
-                        scratch.resize_with((o1 - o0).div_ceil(ROWS), PackedKGroup::default);
-                        for (g, o) in scratch.iter_mut().zip((o0..o1).step_by(ROWS)) {
-                            g.fill(w, o, ROWS.min(o1 - o));
-                        }
-                        scratch.iter().collect()
-                    }
+                let own = match packed {
+                    Some(Groups::K(gs)) => Some(&gs[..]),
+                    _ => None,
                 };
+                let groups = chunk_groups(own, scratch, o0, o1, |g, o, n| g.fill(w, o, n));
                 let session = amx::TileSession::start(&amx::CONFIG);
                 let mut acc = Vec::new();
                 tiled_chunk(
@@ -593,18 +586,11 @@ mod batch {
             }),
             (Plan::Tiles8, packed) => GROUPS.with_borrow_mut(|scratch| {
                 let tiled = prepared.tiles8.as_ref().expect("tiled activations");
-                let groups: Vec<&PackedGroup> = match packed {
-                    Some(Groups::Legacy(gs)) => {
-                        (o0..o1).step_by(ROWS).map(|o| &gs[o / ROWS]).collect()
-                    }
-                    _ => {
-                        scratch.resize_with((o1 - o0).div_ceil(ROWS), PackedGroup::default);
-                        for (g, o) in scratch.iter_mut().zip((o0..o1).step_by(ROWS)) {
-                            g.fill(w, o, ROWS.min(o1 - o));
-                        }
-                        scratch.iter().collect()
-                    }
+                let own = match packed {
+                    Some(Groups::Legacy(gs)) => Some(&gs[..]),
+                    _ => None,
                 };
+                let groups = chunk_groups(own, scratch, o0, o1, |g, o, n| g.fill(w, o, n));
                 let session = amx::TileSession::start(&amx_q8::CONFIG);
                 let mut acc = Vec::new();
                 tiled_chunk(
@@ -615,7 +601,9 @@ mod batch {
                     o1,
                     &store,
                     &prefetch,
-                    |g, t0, v| amx_q8::group_dot(g, tiled, t0, v, &mut acc, &session),
+                    |g, t0, v| {
+                        amx_q8::group_dot(g, offset(w.ty()), tiled, t0, v, &mut acc, &session)
+                    },
                 );
             }),
             (Plan::K, packed) => GROUP_K.with_borrow_mut(|scratch| {
@@ -634,6 +622,28 @@ mod batch {
                     }
                 }
             }),
+        }
+    }
+
+    /// The groups of weight rows `o0..o1` (sixteen per group): the matrix's own (`own`, when
+    /// it was repacked beforehand), or `scratch` filled now by `fill(group, first row, rows)`
+    /// (once for all the activation blocks of the chunk).
+    fn chunk_groups<'g, G: Default>(
+        own: Option<&'g [G]>,
+        scratch: &'g mut Vec<G>,
+        o0: usize,
+        o1: usize,
+        fill: impl Fn(&mut G, usize, usize),
+    ) -> Vec<&'g G> {
+        match own {
+            Some(gs) => (o0..o1).step_by(ROWS).map(|o| &gs[o / ROWS]).collect(),
+            None => {
+                scratch.resize_with((o1 - o0).div_ceil(ROWS), G::default);
+                for (g, o) in scratch.iter_mut().zip((o0..o1).step_by(ROWS)) {
+                    fill(g, o, ROWS.min(o1 - o));
+                }
+                scratch.iter().collect()
+            }
         }
     }
 

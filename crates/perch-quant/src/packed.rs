@@ -74,8 +74,8 @@ pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// How a type's values enter the packed product: unsigned bytes `q + offset`, whether the
 /// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`), and
-/// whether the one-row kernel alternates two accumulators (even and odd blocks). Q8_0's
-/// one-row kernel sums each block exactly instead ([`EXACT_TYPE`]).
+/// whether the one-row kernel alternates two accumulators (even and odd blocks; the
+/// [`exact`] types' one-row kernels sum each block exactly instead).
 fn layout(ty: GgmlType) -> Option<(i32, bool, bool)> {
     Some(match ty {
         GgmlType::Q4_0 => (8, false, true),
@@ -87,9 +87,16 @@ fn layout(ty: GgmlType) -> Option<(i32, bool, bool)> {
     })
 }
 
-/// The type whose one-row kernel sums each block's products exactly and accumulates the
-/// block into lane `b % 8` (`dot/x86/legacy.rs`, `blocks8_exact`).
-pub(crate) const EXACT_TYPE: GgmlType = GgmlType::Q8_0;
+/// Whether `ty`'s one-row kernel sums each block's products exactly and accumulates the
+/// block into lane `b % 8` (`dot/x86/legacy.rs`, `blocks8_exact`): Q4_0, Q5_0 and Q8_0.
+pub(crate) fn exact(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// The unsigned offset of a packed type's stored quants (`q + offset`).
+pub(crate) fn offset(ty: GgmlType) -> i32 {
+    layout(ty).map_or(0, |l| l.0)
+}
 
 /// Whether `ty` has a packed batch product.
 pub(crate) fn packable(ty: GgmlType) -> bool {
@@ -325,7 +332,7 @@ pub(crate) fn group_dot(
     // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
     // compiled with.
     unsafe {
-        if ty == EXACT_TYPE {
+        if exact(ty) {
             return group_dot_exact(g, a, r);
         }
         match (offset != 0, with_min, two) {
@@ -420,15 +427,7 @@ fn group_dot_avx512<const OFFSET: bool, const WITH_MIN: bool, const TWO: bool>(
             macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(sb)));
         }
     }
-    // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
-    // (.0 + .2, .1 + .3), then their sum.
-    let t0 = _mm512_add_ps(acc[4], acc[0]);
-    let t1 = _mm512_add_ps(acc[5], acc[1]);
-    let t2 = _mm512_add_ps(acc[6], acc[2]);
-    let t3 = _mm512_add_ps(acc[7], acc[3]);
-    let u0 = _mm512_add_ps(t0, t2);
-    let u1 = _mm512_add_ps(t1, t3);
-    let mut sum = _mm512_add_ps(u0, u1);
+    let mut sum = hsum_tree(&acc);
     if WITH_MIN {
         sum = _mm512_add_ps(sum, macc);
     }
@@ -438,15 +437,15 @@ fn group_dot_avx512<const OFFSET: bool, const WITH_MIN: bool, const TWO: bool>(
     out
 }
 
-/// Q8_0's product ([`EXACT_TYPE`]): per block the exact integer sum of all eight groups (the
-/// `+128` offset's correction included) for the sixteen rows, then one FMA by the block's
+/// The product of the [`exact`] types: per block the exact integer sum of all eight groups
+/// (the offset's correction included) for the sixteen rows, then one FMA by the block's
 /// scale product into accumulator `b % 8`, and the one-row kernel's horizontal-sum tree over
 /// the eight accumulators: its lanes, row by row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 fn group_dot_exact(g: &PackedGroup, a: &PreparedActivations, r: usize) -> [f32; ROWS] {
     let nb = a.blocks;
     assert!(
-        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && a.key == (128, false),
+        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && !a.key.1,
         "packed group and activations disagree"
     );
     let d = &a.d[r * nb..(r + 1) * nb];
@@ -480,17 +479,21 @@ fn group_dot_exact(g: &PackedGroup, a: &PreparedActivations, r: usize) -> [f32; 
             *acc_k = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), *acc_k);
         }
     }
-    // The one-row kernel's `hsum_ps`: (l0 + l4, l1 + l5, l2 + l6, l3 + l7), then
-    // (.0 + .2, .1 + .3), then their sum.
-    let t0 = _mm512_add_ps(acc[4], acc[0]);
-    let t1 = _mm512_add_ps(acc[5], acc[1]);
-    let t2 = _mm512_add_ps(acc[6], acc[2]);
-    let t3 = _mm512_add_ps(acc[7], acc[3]);
-    let u0 = _mm512_add_ps(t0, t2);
-    let u1 = _mm512_add_ps(t1, t3);
-    let sum = _mm512_add_ps(u0, u1);
+    let sum = hsum_tree(&acc);
     let mut out = [0f32; ROWS];
     // SAFETY: `out` is 16 writable floats; unaligned store.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
     out
+}
+
+/// Sixteen rows' sums of eight accumulators, lane by lane in the one-row kernels' `hsum_ps`
+/// order: (a0 + a4, a1 + a5, a2 + a6, a3 + a7), then (.0 + .2, .1 + .3), then their sum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub(crate) fn hsum_tree(acc: &[__m512; 8]) -> __m512 {
+    let t0 = _mm512_add_ps(acc[4], acc[0]);
+    let t1 = _mm512_add_ps(acc[5], acc[1]);
+    let t2 = _mm512_add_ps(acc[6], acc[2]);
+    let t3 = _mm512_add_ps(acc[7], acc[3]);
+    _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3))
 }
