@@ -55,9 +55,86 @@ impl Speculative {
     }
 }
 
+/// How many prompt-lookup drafts a sequence proposes next, adapted to how its drafts fared:
+/// a draft kept whole doubles the length (up to the maximum), one rejected at its first token
+/// halves it, and at zero the sequence pauses for [`DraftPace::PAUSE`] steps before trying a
+/// single token again. On text that does not repeat itself (a story) lookup matches are
+/// mostly chance, and every rejected draft costs rows in the step's products: without the
+/// pace SmolLM2 Q8_0 decoded a story at 62 tokens/s with drafts against 90-98 without. The
+/// pace only changes what is proposed, never the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DraftPace {
+    len: usize,
+    pause: usize,
+}
+
+impl DraftPace {
+    /// Steps without drafts after drafts have been rejected down to nothing.
+    pub const PAUSE: usize = 8;
+
+    /// A pace that starts at `max` drafts.
+    pub fn new(max: usize) -> DraftPace {
+        DraftPace { len: max, pause: 0 }
+    }
+
+    /// The most drafts to propose this step (0 while paused; a paused step counts down).
+    pub fn take_limit(&mut self) -> usize {
+        if self.pause > 0 {
+            self.pause -= 1;
+            return 0;
+        }
+        self.len
+    }
+
+    /// Records that `accepted` of `drafted` proposed tokens were kept (`drafted > 0`).
+    pub fn record(&mut self, drafted: usize, accepted: usize, max: usize) {
+        if drafted == 0 {
+            return;
+        }
+        self.len = if accepted >= drafted {
+            (2 * self.len).clamp(1, max.max(1))
+        } else if accepted == 0 {
+            self.len / 2
+        } else {
+            (accepted + 1).min(max.max(1))
+        };
+        if self.len == 0 {
+            self.len = 1;
+            self.pause = Self::PAUSE;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_shrinks_pauses_and_recovers() {
+        let mut p = DraftPace::new(8);
+        assert_eq!(p.take_limit(), 8);
+        // Rejected at the first token: 8 -> 4 -> 2 -> 1 -> paused.
+        for want in [4, 2, 1] {
+            p.record(8, 0, 8);
+            assert_eq!(p.take_limit(), want);
+        }
+        p.record(1, 0, 8);
+        for _ in 0..DraftPace::PAUSE {
+            assert_eq!(p.take_limit(), 0);
+        }
+        assert_eq!(p.take_limit(), 1);
+        // Kept whole: doubles up to the maximum.
+        for want in [2, 4, 8, 8] {
+            p.record(p.len, p.len, 8);
+            assert_eq!(p.take_limit(), want);
+        }
+        // Kept in part: one more than was kept.
+        p.record(8, 3, 8);
+        assert_eq!(p.take_limit(), 4);
+        // Nothing drafted: unchanged.
+        p.record(0, 0, 8);
+        assert_eq!(p.take_limit(), 4);
+    }
 
     #[test]
     fn proposes_what_followed_the_longest_most_recent_match() {

@@ -22,7 +22,7 @@ use crate::kv::{BlockPool, KvLayout, KvStorage, KvType};
 use crate::model::{LogitsWanted, Model, SeqStep, Workspace};
 use crate::sampling::{Constraint, Sampler, StopMatcher, logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId};
-use crate::speculative::Speculative;
+use crate::speculative::{DraftPace, Speculative};
 
 mod events;
 pub use events::{EngineStats, Event, FinishReason, GenerationRequest, Timings, Usage};
@@ -339,6 +339,8 @@ struct Request {
     submitted: Instant,
     admitted: Option<Instant>,
     first_token: Option<Instant>,
+    /// How many prompt-lookup drafts to propose next.
+    pace: DraftPace,
 }
 
 struct Loop {
@@ -453,6 +455,7 @@ impl Loop {
                 submitted: at,
                 admitted: None,
                 first_token: None,
+                pace: DraftPace::new(self.speculative.map_or(0, |s| s.max_draft)),
             },
         );
     }
@@ -595,6 +598,9 @@ impl Loop {
                 continue;
             }
             self.draft_accepted += accepted as u64;
+            if let (Some(spec), Some(r)) = (self.speculative, self.reqs.get_mut(&id)) {
+                r.pace.record(drafts.len(), accepted, spec.max_draft);
+            }
             if !drafts.is_empty() {
                 self.sched.resolve_drafts(id, accepted);
                 if let (Some(d), Some(seq)) = (&mut self.drafter, self.sched.get(id)) {
@@ -621,11 +627,15 @@ impl Loop {
         let Some(spec) = self.speculative else {
             return;
         };
-        let (Some(r), Some(seq)) = (self.reqs.get(&id), self.sched.get(id)) else {
+        let (Some(r), Some(seq)) = (self.reqs.get_mut(&id), self.sched.get(id)) else {
             return;
         };
-        // No more drafts than tokens the request may still produce after the next one.
-        let limit = r.max_tokens.saturating_sub(r.generated + 1);
+        // No more drafts than tokens the request may still produce after the next one, nor
+        // than its pace allows.
+        let limit = r
+            .max_tokens
+            .saturating_sub(r.generated + 1)
+            .min(r.pace.take_limit());
         let drafts = spec.draft(&seq.tokens, limit);
         if !drafts.is_empty() {
             self.sched.set_drafts(id, &drafts);
