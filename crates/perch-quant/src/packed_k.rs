@@ -330,19 +330,17 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
         if g.tiles && ty == GgmlType::Q6_K {
             // The quants minus 32, times each digit of their sub-block's scale (sixteen
             // elements each: two per piece of 32).
+            let x20 = _mm256_set1_epi8(32);
             for m in 0..3 {
                 let mut v = u;
                 for (p, vp) in v.iter_mut().enumerate() {
                     for (j, vj) in vp.iter_mut().enumerate() {
-                        let mut bytes = [0u8; 32];
-                        // SAFETY: `bytes` is 32 writable bytes; unaligned store.
-                        unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), *vj) };
-                        for (i, byte) in bytes.iter_mut().enumerate() {
-                            let sc = g.scales[(b * 16 + 2 * p + i / 16) * ROWS + j];
-                            *byte = ((i32::from(*byte) - 32) * digits7(sc)[m]) as i8 as u8;
-                        }
-                        // SAFETY: `bytes` is 32 readable bytes; unaligned load.
-                        *vj = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+                        let d = |s: usize| digits7(g.scales[(b * 16 + 2 * p + s) * ROWS + j])[m];
+                        let (d0, d1) = (d(0) as i8, d(1) as i8);
+                        // The digit of each byte: the first sixteen bytes' sub-block, then the
+                        // second's.
+                        let k = _mm256_setr_m128i(_mm_set1_epi8(d0), _mm_set1_epi8(d1));
+                        *vj = times_digit(_mm256_sub_epi8(*vj, x20), k);
                     }
                 }
                 let at = (3 * b + m) * Q_BYTES;
@@ -365,6 +363,21 @@ fn fill_quants(g: &mut PackedKGroup, ty: GgmlType, rows: &[&[u8]; ROWS]) {
             store_transposed(&mut g.q[b * Q_BYTES..(b + 1) * Q_BYTES], &u);
         }
     }
+}
+
+/// Signed bytes `v` (in `-32..=31`) times the signed bytes `k` (in `-3..=3`), byte by byte:
+/// `|k|` copies of `v` added up (at most 96 in magnitude), then `k`'s sign applied.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+fn times_digit(v: __m256i, k: __m256i) -> __m256i {
+    let a = _mm256_abs_epi8(k);
+    let v2 = _mm256_add_epi8(v, v);
+    let v3 = _mm256_add_epi8(v2, v);
+    let pick = |n: i8| _mm256_cmpeq_epi8(a, _mm256_set1_epi8(n));
+    let r = _mm256_and_si256(pick(1), v);
+    let r = _mm256_blendv_epi8(r, v2, pick(2));
+    let r = _mm256_blendv_epi8(r, v3, pick(3));
+    _mm256_sign_epi8(r, k)
 }
 
 /// Bytes `u` (each at most 255 / `k`) times `k`.
