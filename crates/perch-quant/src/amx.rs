@@ -1,11 +1,14 @@
-//! Batched products of the repacked K-quants Q4_K and Q5_K on Intel AMX tiles, where the CPU
-//! has AMX-INT8 and the kernel grants the tile state (Linux's `ARCH_REQ_XCOMP_PERM`).
+//! Batched products of the repacked K-quants Q4_K, Q5_K and Q6_K on Intel AMX tiles, where
+//! the CPU has AMX-INT8 and the kernel grants the tile state (Linux's `ARCH_REQ_XCOMP_PERM`);
+//! the tile session, the availability check and the tiled activations that `crate::amx_q8`
+//! (Q4_0, Q5_0, Q8_0) shares.
 //!
 //! `crate::packed_k` lays sixteen weight rows out so that the four-byte group `k` of all
 //! sixteen rows fills one 64-byte vector: exactly the layout AMX wants for its second operand
-//! (`B`, "VNNI" form: `K/4` rows of sixteen four-byte columns). The activations, rows of Q8_K
-//! blocks, are the first operand (`A`) as they are: sixteen rows of 64 quants, `row_bytes`
-//! apart. One `tdpbsud` (signed activations × unsigned weights) adds 16 × 16 × 64 products.
+//! (`B`, "VNNI" form: `K/4` rows of sixteen four-byte columns). The activations, rearranged
+//! once per product ([`TiledActivations`]), are the first operand (`A`): sixteen rows of 64
+//! quants, 1 KiB contiguous. One `tdpbsud` (signed activations × unsigned weights) adds
+//! 16 × 16 × 64 products.
 //!
 //! A super-block's exact integer is `S = Σ_sub scale · Σ a·q` with six-bit sub-block scales.
 //! Multiplying each sub-block's tile of sums by its scales afterwards costs more than the
@@ -13,7 +16,7 @@
 //! so the AMX form of a group stores the quants already multiplied, twice: by the low three
 //! bits of the scale and by the high three (each product fits a byte: 7 · 31). Then
 //! `S = Σ a·(q·lo) + 8 · Σ a·(q·hi)`: two tiles, accumulated over the whole super-block.
-//! The minimums' term comes from Q8_K's sums of 16 with `vpdpwssd`, and the float arithmetic
+//! The minimums' term comes from Q8_K's sums of 32 with `vpdpwssd`, and the float arithmetic
 //! is `packed_k`'s, in the same order. Integer sums are exact however they are grouped, so
 //! every result is the same bits as the one-row and VNNI kernels': a sequence's output still
 //! does not depend on how many others share its batch, or on whether the machine has AMX.
@@ -36,6 +39,39 @@ use crate::blocks::{BlockQ8_0, BlockQ8K, as_blocks};
 use crate::packed::{AlignedBytes, ROWS};
 use crate::packed_k::PackedKGroup;
 use crate::types::{GgmlType, QK_K};
+
+/// Runs a tile kernel's `units` in order through the two slots of a [`Slots`]:
+/// `|unit, slot| issue` starts a unit's tile products, storing their sums into one slot, and
+/// `|unit, slot| finish` runs a unit's integer and float arithmetic after the next unit is
+/// issued, from the other slot. So its loads never wait on the tile stores just made, and
+/// the vector units work while the tile unit does. (A macro, not a function taking closures:
+/// the bodies must inline into the kernel, and a closure called from a generic helper did
+/// not, which cost 10-15% of the product.)
+macro_rules! pipelined {
+    ($units:expr, $slots:expr, |$iu:pat_param, $now:pat_param| $issue:block,
+     |$fu:pat_param, $before:pat_param| $finish:block $(,)?) => {{
+        let slots = $slots;
+        let mut pending = None;
+        for (u, unit) in $units.map(Some).chain([None]).enumerate() {
+            let prev = std::mem::replace(&mut pending, unit);
+            let [even, odd] = &mut slots.0;
+            let (now, before) = if u % 2 == 0 {
+                (even, &*odd)
+            } else {
+                (odd, &*even)
+            };
+            if let Some($iu) = unit {
+                let $now = now;
+                $issue
+            }
+            if let Some($fu) = prev {
+                let $before = before;
+                $finish
+            }
+        }
+    }};
+}
+pub(crate) use pipelined;
 
 /// Activation rows per tile product (the rows of an AMX tile).
 pub(crate) const TILE_ROWS: usize = 16;
@@ -137,11 +173,12 @@ impl TileConfig {
 
 /// The K-quant kernels' tiles, every one 16 rows of 64 bytes: `tmm0`, `tmm1` the sums (low
 /// and high scale bits); `tmm2`, `tmm5` activations; `tmm3`, `tmm4`, `tmm6`, `tmm7` weights.
-pub(crate) const CONFIG: TileConfig = TileConfig::new([64; 8], [16; 8]);
+pub(crate) static CONFIG: TileConfig = TileConfig::new([64; 8], [16; 8]);
 
-/// Tile products from [`TileSession::start`] until dropped (which releases the tiles).
-/// Create one per task, on the thread that runs the products.
-pub(crate) struct TileSession(());
+/// Tile products from [`TileSession::start`] until dropped (which releases the tiles), on
+/// the thread that started it (tile state is per thread: a session is neither `Send` nor
+/// `Sync`).
+pub(crate) struct TileSession(&'static TileConfig, std::marker::PhantomData<*const ()>);
 
 impl TileSession {
     /// Loads the tile configuration `config` on this thread ([`CONFIG`] for the K-quant
@@ -151,7 +188,12 @@ impl TileSession {
         // SAFETY: AMX is available and this process holds the tile state (`available`);
         // `config` is a valid palette-1 configuration (`TileConfig::new` checks the shapes).
         unsafe { asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly)) };
-        TileSession(())
+        TileSession(config, std::marker::PhantomData)
+    }
+
+    /// Whether the session's tiles are configured as `config`.
+    pub(crate) fn has(&self, config: &'static TileConfig) -> bool {
+        std::ptr::eq(self.0, config)
     }
 
     /// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)`: the activation rows
@@ -165,6 +207,10 @@ impl TileSession {
         out: &mut [[f32; ROWS]],
         acc: &mut Vec<[__m512; 2]>,
     ) {
+        assert!(
+            self.has(&CONFIG),
+            "a tile session configured for the K-quants"
+        );
         assert!(
             g.is_tiles() && tiled.blocks == g.blocks() && TILE_ROWS * t0 + out.len() <= tiled.rows,
             "a group in the AMX form and its activations"
@@ -180,10 +226,6 @@ impl TileSession {
         }
     }
 }
-
-/// Two units' tiles of sums, aligned so that every tile row is one cache line.
-#[repr(C, align(64))]
-struct Sums([[[[[i32; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
 
 /// Activations rearranged for tile loads, once per product: per block (Q8_K's 256 elements
 /// or Q8_0's 32), per tile of sixteen rows (the last padded), per 64 elements (32 for Q8_0),
@@ -295,6 +337,10 @@ impl Drop for TileSession {
     }
 }
 
+/// Two units' tiles of sums, every tile row on a cache line of its own.
+#[repr(C, align(64))]
+pub(crate) struct Slots<S>(pub(crate) [S; 2]);
+
 /// Checks that `tiled` holds `g`'s blocks for `rows` rows from tile `t0` on, and zeroes the
 /// kernels' `rows` accumulators.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
@@ -319,9 +365,8 @@ fn start(
 
 /// The kernel. Super-block by super-block (its weights stay in L1 while every activation
 /// tile runs by), two activation tiles at a time: per 64 elements two weight tiles (low and
-/// high scale bits) and two activation tiles feed four tile products into four tiles of sums,
-/// which go to `c[u % 2]`. The integer and float arithmetic of one such unit runs after the
-/// next unit's tile products are issued, so its loads do not wait on the tile stores.
+/// high scale bits) and two activation tiles feed four tile products into four tiles of sums;
+/// their integer and float arithmetic runs [`pipelined`].
 ///
 /// # Safety
 /// The tiles must be configured as [`CONFIG`] and `g` must be in the AMX form.
@@ -336,17 +381,16 @@ unsafe fn tile_dot(
     start(g, tiled, t0, out.len(), acc);
     let (q, _, pairs, d, dmin) = g.parts();
     let (nb, tiles) = (g.blocks(), tiled.tiles);
-    // The sums of a unit: `c[u % 2][tile][low or high][r][j]`, each tile row on a line.
-    let mut sums = Sums([[[[[0; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
-    let c = &mut sums.0;
+    // The sums of a unit: `[tile][low or high][r][j]`.
+    let mut sums = Slots([[[[[0; ROWS]; TILE_ROWS]; 2]; 2]; 2]);
     let q_block = 2 * QK_K * ROWS;
     // Units in order: (block, first tile from t0, tiles), the last of a block single when odd.
     let nt = out.len().div_ceil(TILE_ROWS);
     let units = (0..nb).flat_map(|b| (0..nt).step_by(2).map(move |t| (b, t, 2.min(nt - t))));
-    let mut pending: Option<(usize, usize, usize)> = None;
-    for (u, unit) in units.map(Some).chain([None]).enumerate() {
-        if let Some((b, t, n)) = unit {
-            let [c0, c1] = &mut c[u % 2];
+    pipelined!(
+        units,
+        &mut sums,
+        |(b, t, n), [c0, c1]| {
             let w = q[b * q_block..(b + 1) * q_block].as_ptr();
             let at = (b * tiles + t0 + t) * TILE_ROWS * QK_K;
             let a = tiled.data[at..at + n * TILE_ROWS * QK_K].as_ptr();
@@ -442,14 +486,13 @@ unsafe fn tile_dot(
                     );
                 }
             }
-        }
-        if let Some((b, t, n)) = pending {
+        },
+        |(b, t, n), before| {
             let first = b * tiled.rows + TILE_ROWS * t0;
             let meta = &tiled.meta[first..first + out.len()];
-            finish_unit(&c[(u + 1) % 2][..n], pairs, d, dmin, meta, b, t, acc);
-        }
-        pending = unit;
-    }
+            finish_unit(&before[..n], pairs, d, dmin, meta, b, t, acc);
+        },
+    );
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         let v = _mm512_sub_ps(a[0], a[1]);
         // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
@@ -461,8 +504,7 @@ unsafe fn tile_dot(
 /// elements (the quants minus 32 times each base-7 digit of their scales, signed × signed)
 /// into three tiles of sums `C0, C1, C2`, whose super-block integer is
 /// `S = C0 + 7 · (C1 + 7 · C2)`, exactly `packed_k`'s `S − 32 · Σ scale · sum of 16`. Then
-/// one FMA per super-block, `packed_k`'s. The integer and float arithmetic of a unit runs
-/// after the next unit's tile products are issued.
+/// one FMA per super-block, `packed_k`'s, [`pipelined`].
 ///
 /// # Safety
 /// The tiles must be configured as [`CONFIG`] and `g` must be a Q6_K group in the AMX form.
@@ -477,16 +519,15 @@ unsafe fn tile_dot_six(
     start(g, tiled, t0, out.len(), acc);
     let (q, _, _, d, _) = g.parts();
     let (nb, tiles) = (g.blocks(), tiled.tiles);
-    // The sums of a unit: `c[u % 2][digit][r][j]`, each tile row on a line.
-    let mut sums = SixSums([[[[0; ROWS]; TILE_ROWS]; 3]; 2]);
-    let c = &mut sums.0;
+    // The sums of a unit: `[digit][r][j]`.
+    let mut sums = Slots([[[[0; ROWS]; TILE_ROWS]; 3]; 2]);
     let q_block = 3 * QK_K * ROWS;
     let nt = out.len().div_ceil(TILE_ROWS);
     let units = (0..nb).flat_map(|b| (0..nt).map(move |t| (b, t)));
-    let mut pending: Option<(usize, usize)> = None;
-    for (u, unit) in units.map(Some).chain([None]).enumerate() {
-        if let Some((b, t)) = unit {
-            let now = &mut c[u % 2];
+    pipelined!(
+        units,
+        &mut sums,
+        |(b, t), now| {
             let w = q[b * q_block..(b + 1) * q_block].as_ptr();
             let at = (b * tiles + t0 + t) * TILE_ROWS * QK_K;
             let a = tiled.data[at..at + TILE_ROWS * QK_K].as_ptr();
@@ -539,14 +580,13 @@ unsafe fn tile_dot_six(
                     options(nostack),
                 );
             }
-        }
-        if let Some((b, t)) = pending {
+        },
+        |(b, t), before| {
             let first = b * tiled.rows + TILE_ROWS * t0;
             let meta = &tiled.meta[first..first + out.len()];
-            let cs = &c[(u + 1) % 2];
             // SAFETY: `d` holds ROWS floats per block (`PackedKGroup::parts`), sliced here.
             let dx = unsafe { _mm512_loadu_ps(d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
-            let [r0, r1, r2] = cs;
+            let [r0, r1, r2] = before;
             for (r, ((s0, s1), s2)) in r0.iter().zip(r1).zip(r2).enumerate() {
                 let row_index = TILE_ROWS * t + r;
                 if row_index >= acc.len() {
@@ -570,18 +610,13 @@ unsafe fn tile_dot_six(
                 let a = &mut acc[row_index][0];
                 *a = _mm512_fmadd_ps(_mm512_mul_ps(dy, dx), _mm512_cvtepi32_ps(s), *a);
             }
-        }
-        pending = unit;
-    }
+        },
+    );
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a[0]) };
     }
 }
-
-/// Two units' tiles of Q6_K sums (three digits), every tile row on a cache line.
-#[repr(C, align(64))]
-struct SixSums([[[[i32; ROWS]; TILE_ROWS]; 3]; 2]);
 
 /// The integer and float arithmetic of one unit: block `b` of activation tiles `t..`, their
 /// sums in `c` (one entry per tile), into `acc` (`acc[row][0]` the scaled sums, `[1]` the
@@ -684,17 +719,23 @@ mod tests {
         }
     }
 
-    /// The activations' tile layout: row `r`'s quants `64k..64k + 64` of block `b` at
-    /// `((b · tiles + r / 16) · 4 + k) · 1024 + 64 · (r % 16)`, with its scale and sums.
-    #[test]
-    fn tiled_activations_layout() {
-        let (rows, cols) = (19, 512);
+    /// 19 rows of `cols` test values quantized to `ty`, and their tiles.
+    fn tiled(ty: GgmlType, cols: usize) -> (usize, QuantizedActivations, TiledActivations) {
+        let rows = 19;
         let x: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let mut q = QuantizedActivations::new();
-        q.quantize(GgmlType::Q8_K, &x, rows, cols).unwrap();
+        q.quantize(ty, &x, rows, cols).unwrap();
         let t = TiledActivations::new(&q);
+        (rows, q, t)
+    }
+
+    /// The activations' tile layout: row `r`'s quants `64k..64k + 64` of block `b` at
+    /// `((b · tiles + r / 16) · 4 + k) · 1024 + 64 · (r % 16)`, with its scale and sums.
+    #[test]
+    fn tiled_activations_layout() {
+        let (rows, q, t) = tiled(GgmlType::Q8_K, 512);
         assert_eq!((t.rows, t.tiles, t.blocks), (19, 2, 2));
         for r in 0..rows {
             let blocks = as_blocks::<BlockQ8K>(q.row(r)).unwrap();
@@ -712,6 +753,24 @@ mod tests {
                     .map(|&p| i32::from(p as i16) + i32::from((p >> 16) as i16))
                     .sum();
                 assert_eq!(sum, y.bsums.iter().map(|s| i32::from(s.get())).sum::<i32>());
+            }
+        }
+    }
+
+    /// Row `r`'s quants of block `b` at `(b · tiles + r / 16) · 512 + 32 · (r % 16)`, with
+    /// its scale and the sum of its quants.
+    #[test]
+    fn tiled_q8_0_activations_layout() {
+        let (rows, q, t) = tiled(GgmlType::Q8_0, 96);
+        assert_eq!((t.rows, t.tiles, t.blocks), (19, 2, 3));
+        for r in 0..rows {
+            for (b, y) in as_blocks::<BlockQ8_0>(q.row(r)).unwrap().iter().enumerate() {
+                let at = (b * t.tiles + r / 16) * 512 + 32 * (r % 16);
+                let want: &[u8] = bytemuck::cast_slice(&y.qs);
+                assert_eq!(&t.data[at..at + 32], want, "row {r} block {b}");
+                let m = t.meta[b * rows + r];
+                assert_eq!(m.d.to_bits(), y.d.to_f32().to_bits());
+                assert_eq!(m.ints[0], y.qs.iter().map(|&v| i32::from(v)).sum::<i32>());
             }
         }
     }

@@ -16,7 +16,7 @@
 use core::arch::asm;
 use core::arch::x86_64::*;
 
-use crate::amx::{TILE_ROWS, TileConfig, TiledActivations};
+use crate::amx::{Slots, TILE_ROWS, TileConfig, TileSession, TiledActivations, pipelined};
 use crate::packed::{PackedGroup, ROWS, hsum_tree};
 
 /// The fewest activation rows for which Q8_0 products run on tiles (Q4_0 and Q5_0 keep the
@@ -31,21 +31,22 @@ const TILE_BLOCK: usize = TILE_ROWS * 32;
 /// `tmm0`, `tmm1`: the sums of two activation tiles (16 rows of 64 bytes); `tmm4`, `tmm5`:
 /// their quants of one block (16 rows of 32 bytes); `tmm6`: the weights' block (8 rows of
 /// 64 bytes).
-pub(crate) const CONFIG: TileConfig =
+pub(crate) static CONFIG: TileConfig =
     TileConfig::new([64, 64, 0, 0, 32, 32, 64, 0], [16, 16, 0, 0, 16, 16, 8, 0]);
 
 /// `out[i][j] = dot(weight row j of g, activation row 16·t0 + i)` for the `out.len()` rows
-/// from tile `t0` on, `offset` the weights' (`crate::packed::offset`). The tiles must be configured as [`CONFIG`] on this thread (a
-/// `crate::amx::TileSession`). `acc` is scratch, reused between calls.
+/// from tile `t0` on, `offset` the weights' (`crate::packed::offset`), in a `session`
+/// configured as [`CONFIG`]. `acc` is scratch, reused between calls.
 pub(crate) fn group_dot(
+    session: &TileSession,
     g: &PackedGroup,
     offset: i32,
     tiled: &TiledActivations,
     t0: usize,
     out: &mut [[f32; ROWS]],
     acc: &mut Vec<[__m512; 8]>,
-    _session: &crate::amx::TileSession,
 ) {
+    assert!(session.has(&CONFIG), "a tile session configured for Q8_0");
     let (q, d) = g.parts();
     assert!(
         q.len() == tiled.blocks * 512
@@ -55,14 +56,15 @@ pub(crate) fn group_dot(
             && tiled.meta.len() == tiled.blocks * tiled.rows,
         "a Q8_0 group and its tiled activations"
     );
-    // SAFETY: the session configured the tiles as CONFIG on this thread (AMX available), and
-    // the buffers hold what the kernel reads (checked above).
+    // SAFETY: the session configured the tiles as CONFIG on this thread (AMX available; a
+    // session never leaves its thread), and the buffers hold what the kernel reads (checked
+    // above).
     unsafe { tile_dot(q, d, offset, tiled, t0, out, acc) }
 }
 
 /// The kernel: block by block (its weights stay in L1 while every activation tile runs by),
-/// two activation tiles at a time into two tiles of sums, stored to `c[u % 2]`; the float
-/// arithmetic of a unit runs after the next unit's tile products are issued.
+/// two activation tiles at a time into two tiles of sums; the float arithmetic runs
+/// [`pipelined`].
 ///
 /// # Safety
 /// The tiles must be configured as [`CONFIG`], and the buffers must be as `group_dot`
@@ -80,14 +82,13 @@ unsafe fn tile_dot(
     acc.clear();
     acc.resize(out.len(), [_mm512_setzero_ps(); 8]);
     let (nb, tiles) = (tiled.blocks, tiled.tiles);
-    let mut sums = Sums([[[[0; ROWS]; TILE_ROWS]; 2]; 2]);
-    let c = &mut sums.0;
+    let mut sums = Slots([[[[0; ROWS]; TILE_ROWS]; 2]; 2]);
     let nt = out.len().div_ceil(TILE_ROWS);
     let units = (0..nb).flat_map(|b| (0..nt).step_by(2).map(move |t| (b, t, 2.min(nt - t))));
-    let mut pending: Option<(usize, usize, usize)> = None;
-    for (u, unit) in units.map(Some).chain([None]).enumerate() {
-        if let Some((b, t, n)) = unit {
-            let now = &mut c[u % 2];
+    pipelined!(
+        units,
+        &mut sums,
+        |(b, t, n), now| {
             let w = q[b * 512..(b + 1) * 512].as_ptr();
             let at = (b * tiles + t0 + t) * TILE_BLOCK;
             let a = tiled.data[at..at + n * TILE_BLOCK].as_ptr();
@@ -131,14 +132,14 @@ unsafe fn tile_dot(
                     );
                 }
             }
-        }
-        if let Some((b, t, n)) = pending {
+        },
+        |(b, t, n), before| {
             let first = b * tiled.rows + TILE_ROWS * t0;
             let meta = &tiled.meta[first..first + out.len()];
             // SAFETY: `d` holds ROWS floats per block (checked by the caller), sliced here.
             let dx = unsafe { _mm512_loadu_ps(d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
             let k = b % 8;
-            for (i, ci) in c[(u + 1) % 2][..n].iter().enumerate() {
+            for (i, ci) in before[..n].iter().enumerate() {
                 for (r, cr) in ci.iter().enumerate() {
                     let row = TILE_ROWS * (t + i) + r;
                     if row >= acc.len() {
@@ -153,48 +154,11 @@ unsafe fn tile_dot(
                     *a = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), *a);
                 }
             }
-        }
-        pending = unit;
-    }
+        },
+    );
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         let v = hsum_tree(a);
         // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-}
-
-/// Two units' tiles of sums, every tile row on a cache line.
-#[repr(C, align(64))]
-struct Sums([[[[i32; ROWS]; TILE_ROWS]; 2]; 2]);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::activations::QuantizedActivations;
-    use crate::blocks::{BlockQ8_0, as_blocks};
-    use crate::types::GgmlType;
-
-    /// Row `r`'s quants of block `b` at `(b · tiles + r / 16) · 512 + 32 · (r % 16)`, with
-    /// its scale and the sum of its quants.
-    #[test]
-    fn tiled_activations_layout() {
-        let (rows, cols) = (19, 96);
-        let x: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-            .collect();
-        let mut q = QuantizedActivations::new();
-        q.quantize(GgmlType::Q8_0, &x, rows, cols).unwrap();
-        let t = TiledActivations::new(&q);
-        assert_eq!((t.rows, t.tiles, t.blocks), (19, 2, 3));
-        for r in 0..rows {
-            for (b, y) in as_blocks::<BlockQ8_0>(q.row(r)).unwrap().iter().enumerate() {
-                let at = (b * t.tiles + r / 16) * 512 + 32 * (r % 16);
-                let want: &[u8] = bytemuck::cast_slice(&y.qs);
-                assert_eq!(&t.data[at..at + 32], want, "row {r} block {b}");
-                let m = t.meta[b * rows + r];
-                assert_eq!(m.d.to_bits(), y.d.to_f32().to_bits());
-                assert_eq!(m.ints[0], y.qs.iter().map(|&v| i32::from(v)).sum::<i32>());
-            }
-        }
     }
 }

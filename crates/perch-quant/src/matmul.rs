@@ -371,8 +371,8 @@ mod batch {
     #[derive(Default)]
     pub(super) struct Prepared {
         legacy: Vec<PreparedActivations>,
+        /// For the AMX products (of Q8_K or Q8_0 rows: a product has one activation type).
         tiles: Option<amx::TiledActivations>,
-        tiles8: Option<amx::TiledActivations>,
     }
 
     /// Every group of a repacked matrix.
@@ -471,7 +471,7 @@ mod batch {
         }
         if exact(ty) && amx::available() {
             prepared
-                .tiles8
+                .tiles
                 .get_or_insert_with(|| amx::TiledActivations::new(x));
             return Some(Plan::Tiles8);
         }
@@ -565,45 +565,44 @@ mod batch {
                 }
             }),
             (Plan::KTiles, packed) => GROUPS_K.with_borrow_mut(|scratch| {
-                let tiled = prepared.tiles.as_ref().expect("tiled activations");
                 let own = match packed {
                     Some(Groups::K(gs)) => Some(&gs[..]),
                     _ => None,
                 };
                 let groups = chunk_groups(own, scratch, o0, o1, |g, o, n| g.fill(w, o, n));
-                let session = amx::TileSession::start(&amx::CONFIG);
+                let tiled = prepared.tiles.as_ref().expect("tiled activations");
                 let mut acc = Vec::new();
                 tiled_chunk(
                     &groups,
+                    &amx::CONFIG,
                     w.cols(),
                     n_act,
                     o0,
                     o1,
                     &store,
                     &prefetch,
-                    |g, t0, v| session.group_dot(g, tiled, t0, v, &mut acc),
+                    |s, g, t0, v| s.group_dot(g, tiled, t0, v, &mut acc),
                 );
             }),
             (Plan::Tiles8, packed) => GROUPS.with_borrow_mut(|scratch| {
-                let tiled = prepared.tiles8.as_ref().expect("tiled activations");
                 let own = match packed {
                     Some(Groups::Legacy(gs)) => Some(&gs[..]),
                     _ => None,
                 };
                 let groups = chunk_groups(own, scratch, o0, o1, |g, o, n| g.fill(w, o, n));
-                let session = amx::TileSession::start(&amx_q8::CONFIG);
+                let tiled = prepared.tiles.as_ref().expect("tiled activations");
+                let offset = offset(w.ty());
                 let mut acc = Vec::new();
                 tiled_chunk(
                     &groups,
+                    &amx_q8::CONFIG,
                     w.cols(),
                     n_act,
                     o0,
                     o1,
                     &store,
                     &prefetch,
-                    |g, t0, v| {
-                        amx_q8::group_dot(g, offset(w.ty()), tiled, t0, v, &mut acc, &session)
-                    },
+                    |s, g, t0, v| amx_q8::group_dot(s, g, offset, tiled, t0, v, &mut acc),
                 );
             }),
             (Plan::K, packed) => GROUP_K.with_borrow_mut(|scratch| {
@@ -647,21 +646,24 @@ mod batch {
         }
     }
 
-    /// The AMX products of a chunk: the activation rows in blocks of about 512 KiB of quants,
-    /// each block running by every group of the chunk (weight rows `o0..o1`, sixteen per
-    /// group) while it stays in L2. `dot(group, first tile, out)` computes a group against
-    /// the block's rows; `store(row, first weight row, values)` writes results.
+    /// The AMX products of a chunk, in one tile session with `config`: the activation rows in
+    /// blocks of about 512 KiB of quants, each block running by every group of the chunk
+    /// (weight rows `o0..o1`, sixteen per group) while it stays in L2.
+    /// `dot(session, group, first tile, out)` computes a group against the block's rows;
+    /// `store(row, first weight row, values)` writes results.
     #[allow(clippy::too_many_arguments)]
     fn tiled_chunk<G>(
         groups: &[&G],
+        config: &'static amx::TileConfig,
         cols: usize,
         n_act: usize,
         o0: usize,
         o1: usize,
         store: &impl Fn(usize, usize, &[f32]),
         prefetch: &impl Fn(usize, usize),
-        mut dot: impl FnMut(&G, usize, &mut [[f32; ROWS]]),
+        mut dot: impl FnMut(&amx::TileSession, &G, usize, &mut [[f32; ROWS]]),
     ) {
+        let session = amx::TileSession::start(config);
         let block_tiles = (512 * 1024 / (cols * TILE_ROWS)).max(1);
         let mut v = vec![[0f32; ROWS]; (block_tiles * TILE_ROWS).min(n_act)];
         for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
@@ -675,7 +677,7 @@ mod batch {
                 for i in 0..rows {
                     prefetch(r0 + i, o);
                 }
-                dot(g, t0, &mut v[..rows]);
+                dot(&session, g, t0, &mut v[..rows]);
                 for (i, vi) in v[..rows].iter().enumerate() {
                     store(r0 + i, o, &vi[..n]);
                 }

@@ -13,12 +13,14 @@
 //! sixteen rows. As in ggml's interleaved layouts, the per-row overhead around the arithmetic
 //! is gone.
 //!
-//! The arithmetic per row is exactly the one-row kernel's (`dot/x86/legacy.rs`): the kernel
-//! keeps eight accumulators, one per four-byte group `k`, which are the eight lanes of the
-//! one-row kernel's accumulator (sixteen for the types whose one-row kernel alternates two
-//! accumulators over even and odd blocks: Q4_0, Q5_0, Q5_1, Q8_0), applies the same FMA with
-//! the same scale product per block, the same minimum terms for the `*_1` types, and ends
-//! with the same sums and horizontal-sum tree. So a row's result is the same bits whichever
+//! The arithmetic per row is exactly the one-row kernel's (`dot/x86/legacy.rs`). For Q4_1 and
+//! Q5_1 the kernel keeps eight accumulators, one per four-byte group `k`, which are the eight
+//! lanes of the one-row kernel's accumulator (sixteen for Q5_1, whose one-row kernel
+//! alternates two accumulators over even and odd blocks), applies the same FMA with the same
+//! scale product per block and the same minimum terms. Q4_0, Q5_0 and Q8_0 ([`exact`]) sum
+//! each block exactly, the offset's correction `-offset · Σ block` included, and accumulate
+//! block `b` into accumulator `b % 8`. Both end with the one-row kernel's horizontal-sum
+//! tree. So a row's result is the same bits whichever
 //! path computes it: a sequence's output does not depend on how many others share its batch
 //! (the engine's batch invariance).
 //!
@@ -78,8 +80,8 @@ pub(crate) const MIN_ACT_ROWS: usize = 12;
 /// [`exact`] types' one-row kernels sum each block exactly instead).
 fn layout(ty: GgmlType) -> Option<(i32, bool, bool)> {
     Some(match ty {
-        GgmlType::Q4_0 => (8, false, true),
-        GgmlType::Q5_0 => (16, false, true),
+        GgmlType::Q4_0 => (8, false, false),
+        GgmlType::Q5_0 => (16, false, false),
         GgmlType::Q8_0 => (128, false, false),
         GgmlType::Q4_1 => (0, true, false),
         GgmlType::Q5_1 => (0, true, true),
@@ -104,7 +106,8 @@ pub(crate) fn packable(ty: GgmlType) -> bool {
 }
 
 /// The activations, prepared once per product: per row and block the scale (and Q8_1's sum)
-/// as `f32`, the eight four-byte groups of quants as `i32`, and `-offset · Σ group`.
+/// as `f32`, the eight four-byte groups of quants as `i32`, and `-offset · Σ block` (the
+/// offset types).
 pub(crate) struct PreparedActivations {
     /// The weights' offset and whether they carry minimums: all the preparation depends on.
     key: (i32, bool),
@@ -128,7 +131,7 @@ impl PreparedActivations {
             d: Vec::with_capacity(n),
             s: Vec::with_capacity(if with_min { n } else { 0 }),
             groups: Vec::with_capacity(8 * n),
-            correction: Vec::with_capacity(if offset != 0 { 8 * n } else { 0 }),
+            correction: Vec::with_capacity(if offset != 0 { n } else { 0 }),
         };
         for r in 0..x.rows() {
             let row = x.row(r);
@@ -158,10 +161,10 @@ impl PreparedActivations {
             self.groups.push(i32::from_le_bytes([
                 g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
             ]));
-            if offset != 0 {
-                let sum: i32 = g.iter().map(|&q| q as i32).sum();
-                self.correction.push(-offset * sum);
-            }
+        }
+        if offset != 0 {
+            let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+            self.correction.push(-offset * sum);
         }
     }
 }
@@ -327,110 +330,84 @@ pub(crate) fn group_dot(
     a: &PreparedActivations,
     r: usize,
 ) -> [f32; ROWS] {
-    let (offset, with_min, two) = layout(ty).expect("packable type");
+    let (_, with_min, two) = layout(ty).expect("packable type");
     // SAFETY: only called when the process's SIMD level is AVX-512 (checked by the caller,
     // `matmul`, through `SimdLevel::is_supported`), which includes every feature the kernel is
     // compiled with.
     unsafe {
-        if exact(ty) {
-            return group_dot_exact(g, a, r);
-        }
-        match (offset != 0, with_min, two) {
-            (true, false, true) => group_dot_avx512::<true, false, true>(g, a, r),
-            (false, true, false) => group_dot_avx512::<false, true, false>(g, a, r),
-            (false, true, true) => group_dot_avx512::<false, true, true>(g, a, r),
-            (offset, with_min, two) => {
-                unreachable!("no packed layout ({offset}, {with_min}, {two})")
-            }
+        match (exact(ty), with_min, two) {
+            (true, _, _) => group_dot_exact(g, a, r),
+            (false, true, false) => group_dot_min::<false>(g, a, r),
+            (false, true, true) => group_dot_min::<true>(g, a, r),
+            (false, false, _) => unreachable!("{ty}: every type without minimums is exact"),
         }
     }
 }
 
 /// Adds block `$b`'s products to the eight accumulators `$acc`.
 macro_rules! block_step {
-    ($acc:ident, $b:expr, $g:ident, $d:ident, $groups:ident, $corr:ident, $offset:expr) => {{
+    ($acc:ident, $b:expr, $g:ident, $d:ident, $groups:ident) => {{
         let b = $b;
         let q: &[u8; 512] = $g.q[b * 512..(b + 1) * 512].try_into().unwrap();
         let gr: &[i32; 8] = $groups[b * 8..b * 8 + 8].try_into().unwrap();
-        let cr: &[i32] = if $offset {
-            &$corr[b * 8..b * 8 + 8]
-        } else {
-            &[]
-        };
         // SAFETY: `g.d` holds ROWS floats per block (its length matches `g.q`'s, checked by the
         // caller), so 16 floats at `b * ROWS` are readable; unaligned load.
         let dx = unsafe { _mm512_loadu_ps($g.d[b * ROWS..(b + 1) * ROWS].as_ptr()) };
         let sc = _mm512_mul_ps(dx, _mm512_set1_ps($d[b]));
         for k in 0..8 {
-            let init = if $offset {
-                _mm512_set1_epi32(cr[k])
-            } else {
-                _mm512_setzero_si512()
-            };
             // SAFETY: `q` is 512 bytes, so bytes `64k..64k + 64` are readable; unaligned load.
             let w = unsafe { _mm512_loadu_si512(q[64 * k..64 * k + 64].as_ptr().cast()) };
-            let p = _mm512_dpbusd_epi32(init, w, _mm512_set1_epi32(gr[k]));
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_set1_epi32(gr[k]));
             $acc[k] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), $acc[k]);
         }
     }};
 }
 
+/// The product of the types with minimums (Q4_1, Q5_1, stored unsigned as they are): the
+/// one-row kernel's eight lane accumulators (two sets of them when it alternates blocks,
+/// `TWO`), its minimum terms, its horizontal-sum tree.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-fn group_dot_avx512<const OFFSET: bool, const WITH_MIN: bool, const TWO: bool>(
+fn group_dot_min<const TWO: bool>(
     g: &PackedGroup,
     a: &PreparedActivations,
     r: usize,
 ) -> [f32; ROWS] {
     let nb = a.blocks;
     assert!(
-        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && g.m.len() == nb * ROWS,
+        g.q.len() == nb * 8 * 64 && g.d.len() == nb * ROWS && g.m.len() == nb * ROWS && a.key.1,
         "packed group and activations disagree"
     );
     let d = &a.d[r * nb..(r + 1) * nb];
     let groups = &a.groups[r * nb * 8..(r + 1) * nb * 8];
-    let corr = if OFFSET {
-        &a.correction[r * nb * 8..(r + 1) * nb * 8]
-    } else {
-        &[][..]
-    };
-    let s = if WITH_MIN {
-        &a.s[r * nb..(r + 1) * nb]
-    } else {
-        &[][..]
-    };
+    let s = &a.s[r * nb..(r + 1) * nb];
     let mut acc = [_mm512_setzero_ps(); 8];
     if TWO {
         // Even blocks into `acc`, odd ones into `acc1`, as the one-row kernel's two chains.
         let mut acc1 = [_mm512_setzero_ps(); 8];
         let mut b = 0;
         while b + 1 < nb {
-            block_step!(acc, b, g, d, groups, corr, OFFSET);
-            block_step!(acc1, b + 1, g, d, groups, corr, OFFSET);
+            block_step!(acc, b, g, d, groups);
+            block_step!(acc1, b + 1, g, d, groups);
             b += 2;
         }
         if b < nb {
-            block_step!(acc, b, g, d, groups, corr, OFFSET);
+            block_step!(acc, b, g, d, groups);
         }
         for k in 0..8 {
             acc[k] = _mm512_add_ps(acc[k], acc1[k]);
         }
     } else {
         for b in 0..nb {
-            block_step!(acc, b, g, d, groups, corr, OFFSET);
+            block_step!(acc, b, g, d, groups);
         }
     }
     let mut macc = _mm512_setzero_ps();
-    if WITH_MIN {
-        for (m, &sb) in g.m.chunks_exact(ROWS).zip(s) {
-            // SAFETY: `m` is ROWS = 16 readable floats; unaligned load.
-            let m = unsafe { _mm512_loadu_ps(m.as_ptr()) };
-            macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(sb)));
-        }
+    for (m, &sb) in g.m.chunks_exact(ROWS).zip(s) {
+        // SAFETY: `m` is ROWS = 16 readable floats; unaligned load.
+        let m = unsafe { _mm512_loadu_ps(m.as_ptr()) };
+        macc = _mm512_add_ps(macc, _mm512_mul_ps(m, _mm512_set1_ps(sb)));
     }
-    let mut sum = hsum_tree(&acc);
-    if WITH_MIN {
-        sum = _mm512_add_ps(sum, macc);
-    }
+    let sum = _mm512_add_ps(hsum_tree(&acc), macc);
     let mut out = [0f32; ROWS];
     // SAFETY: `out` is 16 writable floats; unaligned store.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
@@ -450,16 +427,15 @@ fn group_dot_exact(g: &PackedGroup, a: &PreparedActivations, r: usize) -> [f32; 
     );
     let d = &a.d[r * nb..(r + 1) * nb];
     let groups = &a.groups[r * nb * 8..(r + 1) * nb * 8];
-    let corr = &a.correction[r * nb * 8..(r + 1) * nb * 8];
+    let corr = &a.correction[r * nb..(r + 1) * nb];
     let mut acc = [_mm512_setzero_ps(); 8];
     for c in 0..nb.div_ceil(8) {
         for (k, acc_k) in acc.iter_mut().enumerate().take(nb - 8 * c) {
             let b = 8 * c + k;
             let q: &[u8; 512] = g.q[b * 512..(b + 1) * 512].try_into().unwrap();
             let gr: &[i32; 8] = groups[b * 8..b * 8 + 8].try_into().unwrap();
-            let cr: i32 = corr[b * 8..b * 8 + 8].iter().sum();
             // Two chains (even and odd groups) of exact integer sums, then their sum.
-            let mut p0 = _mm512_set1_epi32(cr);
+            let mut p0 = _mm512_set1_epi32(corr[b]);
             let mut p1 = _mm512_setzero_si512();
             for j in (0..8).step_by(2) {
                 // SAFETY: `q` is 512 bytes, so bytes `64j..64j + 128` are readable.
