@@ -15,6 +15,7 @@
 
 pub mod arch;
 pub mod attention;
+mod awake;
 pub mod config;
 pub mod draft;
 pub mod embed;

@@ -292,6 +292,8 @@ impl Model {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // The step's parallel regions follow each other closely: keep the workers awake.
+        let _awake = crate::awake::KeepAwake::start();
 
         // Embeddings.
         ws.x.resize(n * n_embd, 0.0);

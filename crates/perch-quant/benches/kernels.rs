@@ -214,7 +214,7 @@ fn bench(c: &mut Criterion) {
                 .num_threads(1)
                 .build()
                 .unwrap();
-            for n_act in [64, 512] {
+            for n_act in [16, 64, 512] {
                 let x = activations(ty, n_act);
                 let mut out = vec![0f32; rows * n_act];
                 g.throughput(Throughput::Elements((rows * n_act) as u64));

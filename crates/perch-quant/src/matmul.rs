@@ -340,7 +340,8 @@ mod batch {
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{
-        MIN_ACT_ROWS, PackedGroup, PreparedActivations, exact, group_dot, offset, packable,
+        MIN_ACT_ROWS, PackedGroup, Prefetch, PreparedActivations, exact, group_dot, offset,
+        packable,
     };
     use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
@@ -504,6 +505,9 @@ mod batch {
                 let by_balance = w.rows().div_ceil(2 * threads);
                 by_cache.min(by_balance).next_multiple_of(ROWS)
             }
+            // Two tasks per thread: each runs its groups in order, fetching the next while
+            // this one computes, so fewer, longer runs leave fewer groups unfetched.
+            Plan::Legacy(_) => w.rows().div_ceil(2 * threads).next_multiple_of(ROWS),
             _ => rows.next_multiple_of(ROWS),
         }
     }
@@ -558,7 +562,14 @@ mod batch {
                             &*scratch
                         }
                     };
+                    let next = match packed {
+                        Some(Groups::Legacy(gs)) if o + ROWS < o1 => gs.get(o / ROWS + 1),
+                        _ => None,
+                    };
                     for r in 0..n_act {
+                        if let Some(next) = next {
+                            next.prefetch(r, n_act);
+                        }
                         let v = group_dot(w.ty(), g, &prepared.legacy[p], r);
                         store(r, o, &v[..n]);
                     }
@@ -652,7 +663,7 @@ mod batch {
     /// `dot(session, group, first tile, out)` computes a group against the block's rows;
     /// `store(row, first weight row, values)` writes results.
     #[allow(clippy::too_many_arguments)]
-    fn tiled_chunk<G>(
+    fn tiled_chunk<G: Prefetch>(
         groups: &[&G],
         config: &'static amx::TileConfig,
         cols: usize,
@@ -669,8 +680,11 @@ mod batch {
         for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
             let r0 = t0 * TILE_ROWS;
             let rows = (block_tiles * TILE_ROWS).min(n_act - r0);
-            for (g, o) in groups.iter().zip((o0..o1).step_by(ROWS)) {
+            for (i, (g, o)) in groups.iter().zip((o0..o1).step_by(ROWS)).enumerate() {
                 let n = ROWS.min(o1 - o);
+                if let Some(next) = groups.get(i + 1) {
+                    next.prefetch(0, 1);
+                }
                 // The output lines this group will write, fetched for writing while the tiles
                 // compute: written once each, far apart, they would otherwise stall the
                 // stores below on their misses.

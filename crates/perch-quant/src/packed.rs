@@ -178,6 +178,20 @@ pub(crate) struct PackedGroup {
     m: Vec<f32>,
 }
 
+impl Prefetch for PackedGroup {
+    fn prefetch(&self, part: usize, parts: usize) {
+        prefetch_part(
+            &[
+                &self.q,
+                bytemuck::cast_slice(&self.d),
+                bytemuck::cast_slice(&self.m),
+            ],
+            part,
+            parts,
+        );
+    }
+}
+
 impl PackedGroup {
     /// The quants (eight 64-byte vectors per block) and the rows' scales (ROWS per block).
     pub(crate) fn parts(&self) -> (&[u8], &[f32]) {
@@ -208,6 +222,29 @@ impl PackedGroup {
         let rows: [&[u8]; ROWS] = std::array::from_fn(|j| if j < n { w.row(o0 + j) } else { &[] });
         // SAFETY: only called when the process's SIMD level is AVX-512 (see `group_dot`).
         unsafe { fill_avx512(self, w.ty(), &rows, blocks) }
+    }
+}
+
+/// A repacked group of weight rows whose lines can be fetched ahead of its product.
+pub(crate) trait Prefetch {
+    /// Fetches part `part` of `parts` of the group's lines into L2: a hint only. The
+    /// batched products fetch the next group while this one computes (spread over the
+    /// activation rows, or at once on tiles), so that a group streamed from L3 or memory, as
+    /// in a small batch where each group serves a few rows only, is not waited for: 16
+    /// sequences decoding SmolLM2 Q4_1 went from 443 to about 460-590 tokens/s with it (the
+    /// spread follows the engine's other changes of the same commit).
+    fn prefetch(&self, part: usize, parts: usize);
+}
+
+/// Part `part` of `parts` of each of `bytes`' cache lines, fetched into L2.
+pub(crate) fn prefetch_part(bytes: &[&[u8]], part: usize, parts: usize) {
+    for bytes in bytes {
+        let lines = bytes.len().div_ceil(64);
+        let per = lines.div_ceil(parts.max(1));
+        for l in (part * per).min(lines)..((part + 1) * per).min(lines) {
+            // SAFETY: a prefetch never faults, and the address is inside `bytes`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(64 * l).cast()) };
+        }
     }
 }
 

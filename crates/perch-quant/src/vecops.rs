@@ -245,6 +245,7 @@ mod avx2 {
         _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
         let n = a.len().min(b.len());

@@ -604,3 +604,43 @@ mod stop_matcher {
         assert_eq!(m.push("x").emit, "x");
     }
 }
+
+/// The lane-wise argmax against a plain scan (strictly greater wins, so the lowest index of
+/// the maximum, NaN skipped): ties across lanes and in the tail, NaN, all `-inf`, lengths
+/// not divisible by sixteen.
+#[test]
+fn argmax_matches_a_plain_scan() {
+    fn scan(l: &[f32]) -> Option<u32> {
+        let (mut best, mut best_l) = (None, f32::NEG_INFINITY);
+        for (i, &x) in l.iter().enumerate() {
+            if x > best_l {
+                best = Some(i as u32);
+                best_l = x;
+            }
+        }
+        best
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for len in [0usize, 1, 5, 15, 16, 17, 33, 100, 1000] {
+        for case in 0..20 {
+            let mut l: Vec<f32> = (0..len).map(|_| (next() % 7) as f32 - 3.0).collect();
+            for v in l.iter_mut() {
+                match (next() % 10, case % 4) {
+                    (0, 1) => *v = f32::NAN,
+                    (0, 2) => *v = f32::NEG_INFINITY,
+                    (_, 3) => *v = f32::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+            assert_eq!(super::argmax(&l), scan(&l), "len {len} case {case}: {l:?}");
+        }
+    }
+    assert_eq!(super::argmax(&[f32::NAN, 1.0, f32::NAN]), Some(1));
+    assert_eq!(super::argmax(&[f32::NAN; 20]), None);
+}
