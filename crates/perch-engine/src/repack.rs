@@ -60,19 +60,26 @@ impl RepackCache {
 
     /// The repacked form of `w` (found at byte `offset` of the file) for a product with `rows`
     /// activation rows: built now on first use (in parallel on the current pool) when the
-    /// product runs repacked and the budget allows, else `None`.
+    /// product runs repacked and the budget allows, else `None`. A smaller product that can
+    /// use a repacked form (`PackedWeights::min_rows_prepacked`) gets it when it was built
+    /// already, and never builds it.
     pub(crate) fn get(
         &self,
         offset: usize,
         w: &WeightMatrix<'_>,
         rows: usize,
     ) -> Option<Arc<PackedWeights>> {
-        if PackedWeights::min_rows(w.ty()).is_none_or(|min| rows < min) || self.budget == 0 {
+        if PackedWeights::min_rows_prepacked(w.ty()).is_none_or(|min| rows < min)
+            || self.budget == 0
+        {
             return None;
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = st.matrices.get(&offset) {
             return p.clone();
+        }
+        if PackedWeights::min_rows(w.ty()).is_none_or(|min| rows < min) {
+            return None;
         }
         let size = PackedWeights::size_for(w)?;
         let packed = if st.used + size <= self.budget {
@@ -139,6 +146,40 @@ mod tests {
         assert!(
             RepackCache::with_budget(0).get(0, &w, min).is_none(),
             "0 turns it off"
+        );
+    }
+
+    /// Below the rows that pay for repacking, a product gets the repacked form only when an
+    /// earlier, larger product built it (a few sequences decoding after their prompts).
+    #[test]
+    fn small_products_use_but_never_build() {
+        let data = vec![0u8; 32 * 2 * 20];
+        let w = WeightMatrix::new(GgmlType::Q4_1, 32, 64, &data).unwrap();
+        let (Some(min), Some(small)) = (
+            PackedWeights::min_rows(GgmlType::Q4_1),
+            PackedWeights::min_rows_prepacked(GgmlType::Q4_1),
+        ) else {
+            assert!(
+                RepackCache::with_budget(usize::MAX)
+                    .get(0, &w, 64)
+                    .is_none()
+            );
+            return;
+        };
+        assert!(small < min, "{small} < {min}");
+        let cache = RepackCache::with_budget(usize::MAX);
+        assert!(
+            cache.get(0, &w, small).is_none(),
+            "not built by a small product"
+        );
+        assert_eq!(cache.used(), 0);
+        assert!(cache.get(0, &w, 1).is_none());
+        let a = cache.get(0, &w, min).expect("built");
+        let b = cache.get(0, &w, small).expect("used once built");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(
+            cache.get(0, &w, small - 1).is_none(),
+            "below even the small threshold"
         );
     }
 }

@@ -260,33 +260,30 @@ fn repacked_multi_products_equal_separate_products() {
 
 /// Weights repacked once beforehand (`PackedWeights`, what the engine keeps beside a model)
 /// give exactly the products of weights repacked on the fly, for every packable type, with a
-/// partial last group and chunks split over two threads.
+/// partial last group and chunks split over two threads; and, below the rows that pay for
+/// repacking (down to `min_rows_prepacked`), exactly the four-row and one-row kernels'.
 #[test]
 fn prepacked_weights_equal_packing_on_the_fly() {
     use GgmlType::*;
     use perch_quant::PackedWeights;
     let mut checked = 0;
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
-        let (n_out, cols, n_act) = (53, 512, 13);
+        let (n_out, cols) = (53, 512);
         let mut r = Rng(0x9e37 ^ ty.id());
         let w: Vec<u8> = (0..n_out)
             .flat_map(|_| weight_row(ty, cols, &mut r, Fill::Random))
             .collect();
         let wm = WeightMatrix::new(ty, n_out, cols, &w).unwrap();
-        let Some(min_rows) = PackedWeights::min_rows(ty) else {
+        let (Some(min_rows), Some(small)) = (
+            PackedWeights::min_rows(ty),
+            PackedWeights::min_rows_prepacked(ty),
+        ) else {
             // No AVX-512 VNNI here: nothing is ever repacked.
             assert!(PackedWeights::build(&wm).is_none());
+            assert!(PackedWeights::min_rows_prepacked(ty).is_none());
             continue;
         };
-        assert!(
-            n_act >= min_rows,
-            "{ty}: the test must take the repacked path"
-        );
-        let x: Vec<f32> = (0..n_act)
-            .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
-            .collect();
-        let mut xa = QuantizedActivations::new();
-        xa.quantize(vec_dot_type(ty), &x, n_act, cols).unwrap();
+        assert!(small <= min_rows, "{ty}");
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -297,19 +294,28 @@ fn prepacked_weights_equal_packing_on_the_fly() {
             PackedWeights::size_for(&wm),
             "{ty}: size estimate"
         );
-        let (mut a, mut b) = (vec![f32::NAN; n_out * n_act], vec![f32::NAN; n_out * n_act]);
-        pool.install(|| {
-            perch_quant::matmul(&wm, &xa, &mut a).unwrap();
-            perch_quant::matmul(&wm.with_packed(&packed), &xa, &mut b).unwrap();
-        });
-        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{ty}: prepacked product differs");
-        // And both equal the one-row kernel.
-        let f = dot_fn(ty, perch_quant::simd_level()).unwrap();
-        assert_eq!(
-            b[5 * n_out + 52].to_bits(),
-            f(wm.row(52), xa.row(5)).to_bits()
-        );
+        for n_act in [small, small + 1, 5, 13] {
+            let x: Vec<f32> = (0..n_act)
+                .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
+                .collect();
+            let mut xa = QuantizedActivations::new();
+            xa.quantize(vec_dot_type(ty), &x, n_act, cols).unwrap();
+            let (mut a, mut b) = (vec![f32::NAN; n_out * n_act], vec![f32::NAN; n_out * n_act]);
+            pool.install(|| {
+                perch_quant::matmul(&wm, &xa, &mut a).unwrap();
+                perch_quant::matmul(&wm.with_packed(&packed), &xa, &mut b).unwrap();
+            });
+            let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{ty}, {n_act} rows: prepacked product differs");
+            // And both equal the one-row kernel.
+            let f = dot_fn(ty, perch_quant::simd_level()).unwrap();
+            let last = n_act - 1;
+            assert_eq!(
+                b[last * n_out + 52].to_bits(),
+                f(wm.row(52), xa.row(last)).to_bits(),
+                "{ty}, {n_act} rows"
+            );
+        }
         checked += 1;
     }
     eprintln!("{checked} types checked with prepacked weights");
