@@ -350,8 +350,7 @@ mod batch {
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{
-        MIN_ACT_ROWS, PackedGroup, Prefetch, PreparedActivations, exact, group_dot, offset,
-        packable,
+        MIN_ACT_ROWS, PackedGroup, PreparedActivations, exact, group_dot, offset, packable,
     };
     use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
@@ -685,7 +684,7 @@ mod batch {
     /// `dot(session, group, first tile, out)` computes a group against the block's rows;
     /// `store(row, first weight row, values)` writes results.
     #[allow(clippy::too_many_arguments)]
-    fn tiled_chunk<G: Prefetch>(
+    fn tiled_chunk<G>(
         groups: &[&G],
         config: &'static amx::TileConfig,
         cols: usize,
@@ -702,11 +701,8 @@ mod batch {
         for t0 in (0..n_act.div_ceil(TILE_ROWS)).step_by(block_tiles) {
             let r0 = t0 * TILE_ROWS;
             let rows = (block_tiles * TILE_ROWS).min(n_act - r0);
-            for (i, (g, o)) in groups.iter().zip((o0..o1).step_by(ROWS)).enumerate() {
+            for (g, o) in groups.iter().zip((o0..o1).step_by(ROWS)) {
                 let n = ROWS.min(o1 - o);
-                if let Some(next) = groups.get(i + 1) {
-                    next.prefetch(0, 1);
-                }
                 // The output lines this group will write, fetched for writing while the tiles
                 // compute: written once each, far apart, they would otherwise stall the
                 // stores below on their misses.

@@ -113,22 +113,6 @@ pub(crate) fn digits7(s: i32) -> [i32; 3] {
     [d0, d1, d2]
 }
 
-impl crate::packed::Prefetch for PackedKGroup {
-    fn prefetch(&self, part: usize, parts: usize) {
-        crate::packed::prefetch_part(
-            &[
-                &self.q,
-                bytemuck::cast_slice(&self.scales),
-                bytemuck::cast_slice(&self.pairs),
-                bytemuck::cast_slice(&self.d),
-                bytemuck::cast_slice(&self.dmin),
-            ],
-            part,
-            parts,
-        );
-    }
-}
-
 impl PackedKGroup {
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
