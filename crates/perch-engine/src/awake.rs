@@ -38,9 +38,8 @@ impl KeepAwake {
         let flag = stop.clone();
         rayon::spawn_broadcast(move |ctx| {
             if ctx.index() != me && !SPINNING.get() {
-                SPINNING.set(true);
+                let _spinning = Spinning::enter();
                 spin(&flag);
-                SPINNING.set(false);
             }
         });
         Some(KeepAwake { stop })
@@ -50,6 +49,23 @@ impl KeepAwake {
 thread_local! {
     /// Whether this thread runs a spinner already (further down its stack).
     static SPINNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as running a spinner until dropped (also when a job the spinner ran
+/// unwinds through it).
+struct Spinning;
+
+impl Spinning {
+    fn enter() -> Spinning {
+        SPINNING.set(true);
+        Spinning
+    }
+}
+
+impl Drop for Spinning {
+    fn drop(&mut self) {
+        SPINNING.set(false);
+    }
 }
 
 /// Idle time after which a spinner gives up even before its guard is dropped.
