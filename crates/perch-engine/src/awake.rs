@@ -15,7 +15,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// While alive, the other workers of the pool it was started in stay busy-waiting for work
@@ -23,7 +23,18 @@ use std::time::{Duration, Instant};
 /// Dropping it lets them go back to rayon's idle loop.
 #[must_use = "the workers stop spinning when the guard is dropped"]
 pub(crate) struct KeepAwake {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+/// What a guard shares with its spinners.
+#[derive(Default)]
+struct Shared {
+    /// Set when the guard is dropped.
+    stop: AtomicBool,
+    /// Spinners running now.
+    running: AtomicUsize,
+    /// Spinners started in all.
+    started: AtomicUsize,
 }
 
 impl KeepAwake {
@@ -34,15 +45,16 @@ impl KeepAwake {
         if rayon::current_num_threads() < 2 {
             return None;
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         rayon::spawn_broadcast(move |ctx| {
             if ctx.index() != me && !SPINNING.get() {
-                let _spinning = Spinning::enter();
-                spin(&flag);
+                theirs.started.fetch_add(1, Ordering::AcqRel);
+                let _spinning = Spinning::enter(&theirs.running);
+                spin(&theirs.stop);
             }
         });
-        Some(KeepAwake { stop })
+        Some(KeepAwake { shared })
     }
 }
 
@@ -51,19 +63,21 @@ thread_local! {
     static SPINNING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks this thread as running a spinner until dropped (also when a job the spinner ran
-/// unwinds through it).
-struct Spinning;
+/// Marks this thread as running a spinner, and counts it in `running`, until dropped (also
+/// when a job the spinner ran unwinds through it).
+struct Spinning<'a>(&'a AtomicUsize);
 
-impl Spinning {
-    fn enter() -> Spinning {
+impl Spinning<'_> {
+    fn enter(running: &AtomicUsize) -> Spinning<'_> {
         SPINNING.set(true);
-        Spinning
+        running.fetch_add(1, Ordering::AcqRel);
+        Spinning(running)
     }
 }
 
-impl Drop for Spinning {
+impl Drop for Spinning<'_> {
     fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
         SPINNING.set(false);
     }
 }
@@ -100,7 +114,7 @@ fn spin(stop: &AtomicBool) {
 
 impl Drop for KeepAwake {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
     }
 }
 
@@ -109,17 +123,34 @@ mod tests {
     use super::*;
     use rayon::prelude::*;
 
-    /// The spinners take the pool's work while the guard lives (the parallel sum is right and
-    /// used both threads), and all of them return once it is dropped: the pool can still
-    /// run a broadcast on every thread afterwards.
+    /// Waits up to 5 s for `f` to hold.
+    fn eventually(f: impl Fn() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
+    }
+
+    /// The guard starts one spinner, on the other worker (not on the calling thread), and
+    /// the workers take the pool's work (the parallel sum is right and used both threads);
+    /// once the guard is dropped the spinner returns and the pool can run a broadcast on
+    /// every thread again.
     #[test]
     fn spinners_take_work_and_stop() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
-        pool.install(|| {
+        let shared = pool.install(|| {
             let guard = KeepAwake::start().expect("a pool of two threads");
+            let shared = guard.shared.clone();
+            let started = || shared.started.load(Ordering::Acquire);
+            assert!(eventually(|| started() == 1), "the other worker spins");
+            assert!(!SPINNING.get(), "not on the calling thread");
             let threads = std::sync::Mutex::new(std::collections::HashSet::new());
             let sum: u64 = (0..10_000u64)
                 .collect::<Vec<_>>()
@@ -130,15 +161,24 @@ mod tests {
                         .lock()
                         .unwrap()
                         .insert(rayon::current_thread_index());
-                    std::thread::sleep(std::time::Duration::from_micros(10));
+                    std::thread::sleep(Duration::from_micros(10));
                     i
                 })
                 .sum();
             assert_eq!(sum, 10_000 * 9_999 / 2);
             assert_eq!(threads.lock().unwrap().len(), 2, "both workers took items");
             drop(guard);
+            shared
         });
-        // Every worker is free again (a spinner that never stopped would block this forever).
+        assert!(
+            eventually(|| shared.running.load(Ordering::Acquire) == 0),
+            "the spinner returns once the guard is dropped"
+        );
+        assert_eq!(
+            shared.started.load(Ordering::Acquire),
+            1,
+            "one spinner only"
+        );
         let seen = pool.broadcast(|ctx| ctx.index());
         assert_eq!(seen, vec![0, 1]);
         assert!(pool.install(KeepAwake::start).is_some());

@@ -223,7 +223,7 @@ impl PackedWeights {
     /// types, whose repacked kernels cost the same per activation row at any count (the
     /// threshold of [`PackedWeights::min_rows`] weighs repacking against the four-row kernels;
     /// done beforehand, it costs nothing). 4 SmolLM2 Q4_1 sequences decoding together went
-    /// from 184 to about 260 tokens/s with it.
+    /// from 184 to about 300 tokens/s with it.
     pub fn min_rows_prepacked(ty: GgmlType) -> Option<usize> {
         batch::min_rows_prepacked(simd_level(), ty)
     }
@@ -350,7 +350,8 @@ mod batch {
     use crate::blocks::{BlockQ8K, as_blocks};
     pub(super) use crate::packed::ROWS;
     use crate::packed::{
-        MIN_ACT_ROWS, PackedGroup, PreparedActivations, exact, group_dot, offset, packable,
+        MIN_ACT_ROWS, MIN_ACT_ROWS_PREPACKED, PackedGroup, PreparedActivations, exact, group_dot,
+        offset, packable,
     };
     use crate::packed_k::{self, PackedKGroup};
     use crate::simd::SimdLevel;
@@ -418,7 +419,11 @@ mod batch {
     /// [`super::PackedWeights::min_rows_prepacked`] at `level`.
     pub(super) fn min_rows_prepacked(level: SimdLevel, ty: GgmlType) -> Option<usize> {
         let min = min_rows(level, ty)?;
-        Some(if packable(ty) { 2 } else { min })
+        Some(if packable(ty) {
+            MIN_ACT_ROWS_PREPACKED
+        } else {
+            min
+        })
     }
 
     /// Bytes of the repacked form of `w` (a packable type).

@@ -74,6 +74,11 @@ impl std::ops::DerefMut for AlignedBytes {
 /// product was 1.5-1.9x faster (`cargo bench -p perch-quant --bench kernels -- batch`).
 pub(crate) const MIN_ACT_ROWS: usize = 12;
 
+/// The fewest activation rows for which weights repacked beforehand serve the product: the
+/// repacked kernels cost the same per activation row at any count, and one row reads the
+/// file's smaller blocks faster with the one-row kernel.
+pub(crate) const MIN_ACT_ROWS_PREPACKED: usize = 2;
+
 /// How a type's values enter the packed product: unsigned bytes `q + offset`, whether the
 /// blocks carry a minimum (`x = d·q + m`, activations of type Q8_1 with their sum `s`), and
 /// whether the one-row kernel alternates two accumulators (even and odd blocks; the
