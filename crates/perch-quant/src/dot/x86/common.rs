@@ -69,8 +69,10 @@ pub(crate) fn load16(a: &[u8; 16]) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn nibbles32(qs: &[u8; 16]) -> __m256i {
-    let t = load16(qs);
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    // The 16 bytes in both lanes (a broadcast load, no shuffle), the high lane's shifted
+    // right by four (one variable shift), then masked.
+    let both = _mm256_broadcastsi128_si256(load16(qs));
+    let both = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
@@ -155,6 +157,32 @@ pub(crate) mod mul_avx2 {
     pub(crate) fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
         mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
     }
+
+    /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits
+    /// 4 and 5): `(lo & m4) | (hi & m3)`, `m4` = 0x0F and `m3` = 0x30 in every byte.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn q6_merge(lo: __m256i, hi: __m256i, m4: __m256i, m3: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_and_si256(hi, m3))
+    }
+
+    /// A Q4_0 block's products: its nibbles `nib` (unpacked, `0..16`) minus 8, times `y`,
+    /// in eight `i32` lanes whose sum is exact.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn q4_0_sum(nib: __m256i, y: __m256i) -> __m256i {
+        mul_sum_i8(_mm256_sub_epi8(nib, _mm256_set1_epi8(8)), y)
+    }
+
+    /// A Q5_0 block's products: its quants (nibbles `qs`, fifth bits `qh`) minus 16, times
+    /// `y`, in eight `i32` lanes whose sum is exact.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn q5_0_sum(qs: &[u8; 16], qh: u32, y: __m256i) -> __m256i {
+        // Nibble | 0xF0 where the fifth bit is clear: the signed byte q - 16.
+        let hi = _mm256_andnot_si256(super::bits32(qh), _mm256_set1_epi8(0xf0u8 as i8));
+        mul_sum_i8(_mm256_or_si256(super::nibbles32(qs), hi), y)
+    }
 }
 
 /// 8-bit products with AVX-512 VNNI `vpdpbusd` (256-bit form, AVX-512 VL).
@@ -175,6 +203,44 @@ pub(crate) mod mul_vnni {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     pub(crate) fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
         mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+    }
+
+    /// `Σ (u - offset) · y` in eight `i32` lanes for unsigned `u`: the unsigned products
+    /// minus `offset` times the activations' sum, two `vpdpbusd` and a subtraction where the
+    /// signed products' `vpsignb` trick takes four instructions. The lanes' sum is exact.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    fn offset_sum(u: __m256i, offset: i8, y: __m256i) -> __m256i {
+        _mm256_sub_epi32(mul_sum_us8(u, y), mul_sum_us8(_mm256_set1_epi8(offset), y))
+    }
+
+    /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits
+    /// 4 and 5): `(lo & m4) | (hi & m3)` as one bitwise select under `m4` (`vpternlogd`)
+    /// and one mask, `m4` = 0x0F and `m3` = 0x30 in every byte.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn q6_merge(lo: __m256i, hi: __m256i, m4: __m256i, m3: __m256i) -> __m256i {
+        // 0xE4: `m4 ? lo : hi`, bit by bit.
+        let sel = _mm256_ternarylogic_epi32::<0xE4>(lo, hi, m4);
+        _mm256_and_si256(sel, _mm256_or_si256(m4, m3))
+    }
+
+    /// A Q4_0 block's products: its nibbles `nib` (unpacked, `0..16`) minus 8, times `y`,
+    /// in eight `i32` lanes whose sum is exact.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn q4_0_sum(nib: __m256i, y: __m256i) -> __m256i {
+        offset_sum(nib, 8, y)
+    }
+
+    /// A Q5_0 block's products: its quants (nibbles `qs`, fifth bits `qh`) minus 16, times
+    /// `y`, in eight `i32` lanes whose sum is exact. The fifth bits become 16s through a
+    /// mask register (`vmovdqu8` under the 32-bit mask `qh`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn q5_0_sum(qs: &[u8; 16], qh: u32, y: __m256i) -> __m256i {
+        let hi = _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10));
+        offset_sum(_mm256_or_si256(super::nibbles32(qs), hi), 16, y)
     }
 }
 
