@@ -19,11 +19,27 @@ use core::arch::x86_64::*;
 use crate::amx::{Slots, TILE_ROWS, TileConfig, TileSession, TiledActivations, pipelined};
 use crate::packed::{PackedGroup, ROWS, hsum_tree};
 
-/// The fewest activation rows for which Q8_0 products run on tiles (Q4_0 and Q5_0 keep the
+/// The fewest activation rows for which Q8_0 products may run on tiles (Q4_0 and Q5_0 keep the
 /// repacked products' twelve: their repacked weights are twice their own size). The tiles read the
 /// repacked weights once, as many bytes as the one-row kernels read, however few rows there
-/// are (a tile pads them to sixteen): from 2 rows on they are faster.
+/// are (a tile pads them to sixteen). Whether a product at this count does run on tiles also
+/// depends on its row length: [`runs_on_tiles`].
 pub(crate) const MIN_ACT_ROWS: usize = 2;
+
+/// Activation rows × columns from which a Q4_0, Q5_0 or Q8_0 product runs on tiles rather
+/// than the repacked AVX-512 kernels (`crate::packed`), which read the same weights.
+const MIN_TILE_ELEMENTS: usize = 24 * 1024;
+
+/// Whether a product of `rows` activation rows of `cols` columns runs on tiles. Each group
+/// of sixteen weight rows costs the tiles a fixed set-up and finish (accumulators, the sums'
+/// horizontal tree) besides its blocks, so a short row pays it over few blocks; the repacked
+/// kernels have no such cost but pay per activation row. Measured with the weights streamed
+/// from memory, as in decoding (Q8_0, 2 threads, the crossover in activation rows): 576
+/// columns between 32 and 64, 1536 and 2048 columns about 12-16, 4096 columns about 4-8.
+/// SmolLM2's 49152 x 576 output matrix at 16 rows: 3.2 ms on tiles, 2.5 ms repacked.
+pub(crate) fn runs_on_tiles(rows: usize, cols: usize) -> bool {
+    rows >= MIN_ACT_ROWS && rows * cols >= MIN_TILE_ELEMENTS
+}
 
 /// Bytes of one block of one activation tile: sixteen rows of 32 quants.
 const TILE_BLOCK: usize = TILE_ROWS * 32;
@@ -160,5 +176,24 @@ unsafe fn tile_dot(
         let v = hsum_tree(a);
         // SAFETY: `o` is ROWS = 16 writable floats; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The measured crossovers: SmolLM2's 576 columns stay on the repacked kernels up to
+    /// 42 rows, 4096 columns go to the tiles from 6, and a single row never does.
+    #[test]
+    fn tiles_take_long_rows_or_many_of_them() {
+        assert!(!runs_on_tiles(16, 576));
+        assert!(!runs_on_tiles(42, 576));
+        assert!(runs_on_tiles(43, 576));
+        assert!(runs_on_tiles(64, 576));
+        assert!(!runs_on_tiles(5, 4096));
+        assert!(runs_on_tiles(6, 4096));
+        assert!(runs_on_tiles(35, 768));
+        assert!(!runs_on_tiles(1, 1 << 20));
     }
 }

@@ -497,10 +497,17 @@ mod batch {
             return Some(Plan::K);
         }
         if exact(ty) && amx::available() {
-            prepared
-                .tiles
-                .get_or_insert_with(|| amx::TiledActivations::new(x));
-            return Some(Plan::Tiles8);
+            if amx_q8::runs_on_tiles(x.rows(), x.cols()) {
+                prepared
+                    .tiles
+                    .get_or_insert_with(|| amx::TiledActivations::new(x));
+                return Some(Plan::Tiles8);
+            }
+            // Too few rows for the tiles: the repacked kernels when the weights are repacked
+            // already or the rows pay for repacking them here; else the four-row kernels.
+            if !prepacked && x.rows() < MIN_ACT_ROWS {
+                return None;
+            }
         }
         let legacy = &mut prepared.legacy;
         Some(Plan::Legacy(

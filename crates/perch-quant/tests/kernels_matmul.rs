@@ -90,6 +90,10 @@ fn repacked_batches_equal_row_dots_on_edge_cases() {
         for fill in [Fill::Random, Fill::Zero, Fill::Max, Fill::Tiny] {
             check_filled(ty, 37, 96, 16, 2, fill);
             check_filled(ty, 16, 32, 12, 1, fill);
+            // Rows x columns past the tile threshold (`amx_q8::runs_on_tiles`): Q4_0, Q5_0
+            // and Q8_0 on AMX tiles where the machine has them; two whole tiles and three
+            // rows more.
+            check_filled(ty, 37, 768, 35, 2, fill);
         }
     }
 }
