@@ -19,11 +19,14 @@ use core::arch::x86_64::*;
 use crate::amx::{Slots, TILE_ROWS, TileConfig, TileSession, TiledActivations, pipelined};
 use crate::packed::{PackedGroup, ROWS, hsum_tree};
 
-/// The fewest activation rows for which Q8_0 products may run on tiles (Q4_0 and Q5_0 keep the
-/// repacked products' twelve: their repacked weights are twice their own size). The tiles read the
+/// The fewest activation rows for which Q8_0 products may run repacked, and from which the
+/// engine's repack cache builds their repacked form (Q4_0 and Q5_0 keep the repacked
+/// products' twelve: their repacked weights are twice their own size). The tiles read the
 /// repacked weights once, as many bytes as the one-row kernels read, however few rows there
-/// are (a tile pads them to sixteen). Whether a product at this count does run on tiles also
-/// depends on its row length: [`runs_on_tiles`].
+/// are (a tile pads them to sixteen); with short rows ([`runs_on_tiles`]) the same repacked
+/// weights serve the AVX-512 repacked kernels instead, which cost the same per activation row
+/// at any count. Without a repacked form, a product of short rows below the repacked
+/// products' twelve runs on the four-row kernels.
 pub(crate) const MIN_ACT_ROWS: usize = 2;
 
 /// Activation rows × columns from which a Q4_0, Q5_0 or Q8_0 product runs on tiles rather
@@ -36,7 +39,10 @@ const MIN_TILE_ELEMENTS: usize = 24 * 1024;
 /// kernels have no such cost but pay per activation row. Measured with the weights streamed
 /// from memory, as in decoding (Q8_0, 2 threads, the crossover in activation rows): 576
 /// columns between 32 and 64, 1536 and 2048 columns about 12-16, 4096 columns about 4-8.
-/// SmolLM2's 49152 x 576 output matrix at 16 rows: 3.2 ms on tiles, 2.5 ms repacked.
+/// SmolLM2's 49152 x 576 output matrix at 16 rows: 3.2 ms on tiles, 2.5 ms repacked. Q4_0
+/// and Q5_0, on the same tile kernel and repacked layout, measured alike: at 16 x 576 3.1
+/// and 3.0 ms on tiles against 2.4 and 2.5 repacked, about even at 8 x 2048 and 4 x 4096, the
+/// tiles ahead or even at 16 x 2048.
 pub(crate) fn runs_on_tiles(rows: usize, cols: usize) -> bool {
     rows >= MIN_ACT_ROWS && rows * cols >= MIN_TILE_ELEMENTS
 }

@@ -211,9 +211,11 @@ pub struct PackedWeights {
 }
 
 impl PackedWeights {
-    /// The fewest activation rows for which a product with weights of type `ty` runs repacked
-    /// at the process's SIMD level, or `None` when it never does (no AVX-512 VNNI, or a type
-    /// without a repacked product).
+    /// The fewest activation rows for which a product with weights of type `ty` may run
+    /// repacked at the process's SIMD level, and from which a repacked form is worth building,
+    /// or `None` when it never does (no AVX-512 VNNI, or a type without a repacked product).
+    /// (With AMX, Q8_0 products of 2-11 short rows run repacked only when the weights were
+    /// repacked already: see `amx_q8::runs_on_tiles`.)
     pub fn min_rows(ty: GgmlType) -> Option<usize> {
         batch::min_rows(simd_level(), ty)
     }
@@ -503,8 +505,9 @@ mod batch {
                     .get_or_insert_with(|| amx::TiledActivations::new(x));
                 return Some(Plan::Tiles8);
             }
-            // Too few rows for the tiles: the repacked kernels when the weights are repacked
-            // already or the rows pay for repacking them here; else the four-row kernels.
+            // Too few rows x columns for the tiles: the AVX-512 repacked kernels when the
+            // weights are repacked already or the rows pay for repacking them here (the
+            // repacked products' own twelve), else the four-row kernels.
             if !prepacked && x.rows() < MIN_ACT_ROWS {
                 return None;
             }

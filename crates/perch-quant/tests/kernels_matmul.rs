@@ -298,7 +298,9 @@ fn prepacked_weights_equal_packing_on_the_fly() {
             PackedWeights::size_for(&wm),
             "{ty}: size estimate"
         );
-        for n_act in [small, small + 1, 5, 13] {
+        // 49 rows x 512 columns is past the 32-element types' tile threshold
+        // (`amx_q8::runs_on_tiles`): Q4_0, Q5_0 and Q8_0 on tiles with prepacked weights.
+        for n_act in [small, small + 1, 5, 13, 49] {
             let x: Vec<f32> = (0..n_act)
                 .flat_map(|_| activation_row(cols, &mut r, Fill::Random))
                 .collect();

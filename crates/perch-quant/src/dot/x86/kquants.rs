@@ -18,15 +18,16 @@
 //! activation byte are summed per `i32` lane (`mul_sum_us8`: one `vpdpbusd` with AVX-512
 //! VNNI), two such vectors of different sub-blocks are packed to `i16` (lossless: at most
 //! 4 · 63 · 127 per lane) and multiplied by their two scales with one `vpmaddwd`
-//! ([`scaled_pair`]); `S` and `M`, or two super-blocks' `S`, share one horizontal
-//! reduction. In L1 that made the one-row Q4_K, Q5_K and Q6_K products 24%, 17% and 14%
-//! faster (0.82, 1.02 and 0.89 of ggml's speed before; `cargo xtask bench kernels`).
+//! (`scaled_pair`); `S` and `M`, or two super-blocks' `S`, share one horizontal reduction.
+//! In L1 the one-row Q4_K, Q5_K and Q6_K products now take about 24%, 23% and 14% less
+//! time: 1.08, 1.30 and 1.03 of ggml's speed, from 0.82, 1.02 and 0.89
+//! (`cargo xtask bench kernels`).
 //!
 //! Activation quants must lie in `[-127, 127]`, as ggml's and perch's Q8_K quantizer makes
 //! them.
 
 /// The one-row product of a type with minimums (Q4_K, Q5_K) from `$ints(block, q8k)`, its
-/// super-block's `(S, M)` lanes: two super-blocks reduced together ([`hsum4_f32`]), then
+/// super-block's `(S, M)` lanes: two super-blocks reduced together (`hsum4_f32`), then
 /// per super-block, in order, `acc = fma(d_y · d, S, acc)` and `acc_m += d_y · dmin · M`;
 /// `acc - acc_m`. A macro, not a function taking `$ints`: a function pointer or closure would
 /// not inline into the target-feature code.
@@ -165,7 +166,7 @@ macro_rules! k_kernels {
         }
 
         /// Eight `u8` minimums as sixteen `i16`, each twice: minimum `g / 2` at `g`, beside
-        /// Q8_K's sums of 16 (sub-block `g / 2` holds groups `g` and `g + 1`).
+        /// Q8_K's sums of 16 (sub-block `k` holds the groups of 16 `2k` and `2k + 1`).
         #[inline]
         #[target_feature(enable = $feat)]
         fn u8x8_twice(w: u64) -> __m256i {
@@ -434,7 +435,7 @@ macro_rules! k_kernels {
         }
 
         /// One Q6_K super-block's integer products with Q8_K (the +32 offset taken off) as
-        /// eight lanes whose sum is exact. Chunks `c` and `c + 1` (groups of 16 `2c .. 2c + 3`)
+        /// eight lanes whose sum is exact. Chunks `c` and `c + 1` (groups of 16 `2c ..= 2c + 3`)
         /// share one packing and one scale multiply.
         #[inline]
         #[target_feature(enable = $feat)]
