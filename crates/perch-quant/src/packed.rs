@@ -112,7 +112,8 @@ pub(crate) fn packable(ty: GgmlType) -> bool {
 
 /// The activations, prepared once per product: per row and block the scale (and Q8_1's sum)
 /// as `f32`, the eight four-byte groups of quants as `i32`, and `-offset · Σ block` (the
-/// offset types).
+/// offset types). Every array is laid out row by row (`blocks` entries per row, eight for the
+/// groups); `s` and `correction` are zero where the type has no minimums or no offset.
 pub(crate) struct PreparedActivations {
     /// The weights' offset and whether they carry minimums: all the preparation depends on.
     key: (i32, bool),
@@ -123,33 +124,75 @@ pub(crate) struct PreparedActivations {
     correction: Vec<i32>,
 }
 
+/// Blocks of activations per parallel task when preparing them: below this a product's rows
+/// are prepared on the calling thread (a fork costs about as much as this many blocks).
+const PREPARE_BLOCKS_PER_TASK: usize = 128;
+
 impl PreparedActivations {
     /// Prepares `x` for products with weights of type `ty` (which must be packable and take
-    /// `x`'s type).
+    /// `x`'s type), rows in parallel when there are enough blocks: on the calling thread it
+    /// was a serial stretch of every batched product (5% of a 16-sequence decoding step).
     pub(crate) fn new(ty: GgmlType, x: &QuantizedActivations) -> Self {
+        use rayon::prelude::*;
         let (offset, with_min, _) = layout(ty).expect("packable type");
-        let blocks = x.cols() / 32;
-        let n = x.rows() * blocks;
+        let nb = x.cols() / 32;
+        let n = x.rows() * nb;
         let mut p = PreparedActivations {
             key: (offset, with_min),
-            blocks,
-            d: Vec::with_capacity(n),
-            s: Vec::with_capacity(if with_min { n } else { 0 }),
-            groups: Vec::with_capacity(8 * n),
-            correction: Vec::with_capacity(if offset != 0 { n } else { 0 }),
+            blocks: nb,
+            d: vec![0.0; n],
+            s: vec![0.0; n],
+            groups: vec![0; 8 * n],
+            correction: vec![0; n],
         };
-        for r in 0..x.rows() {
-            let row = x.row(r);
+        if n == 0 {
+            return p;
+        }
+        let row = |(r, (((d, s), groups), correction)): (
+            usize,
+            (((&mut [f32], &mut [f32]), &mut [i32]), &mut [i32]),
+        )| {
+            let bytes = x.row(r);
             if with_min {
-                for b in as_blocks::<BlockQ8_1>(row).expect("Q8_1 rows") {
-                    p.push_block(b.d.to_f32(), &b.qs, offset);
-                    p.s.push(b.s.to_f32());
+                let blocks = as_blocks::<BlockQ8_1>(bytes).expect("Q8_1 rows");
+                for (b, blk) in blocks.iter().enumerate() {
+                    d[b] = blk.d.to_f32();
+                    s[b] = blk.s.to_f32();
+                    prepare_block(
+                        &blk.qs,
+                        offset,
+                        &mut groups[8 * b..8 * b + 8],
+                        &mut correction[b],
+                    );
                 }
             } else {
-                for b in as_blocks::<BlockQ8_0>(row).expect("Q8_0 rows") {
-                    p.push_block(b.d.to_f32(), &b.qs, offset);
+                let blocks = as_blocks::<BlockQ8_0>(bytes).expect("Q8_0 rows");
+                for (b, blk) in blocks.iter().enumerate() {
+                    d[b] = blk.d.to_f32();
+                    prepare_block(
+                        &blk.qs,
+                        offset,
+                        &mut groups[8 * b..8 * b + 8],
+                        &mut correction[b],
+                    );
                 }
             }
+        };
+        if n >= 2 * PREPARE_BLOCKS_PER_TASK {
+            p.d.par_chunks_mut(nb)
+                .zip(p.s.par_chunks_mut(nb))
+                .zip(p.groups.par_chunks_mut(8 * nb))
+                .zip(p.correction.par_chunks_mut(nb))
+                .enumerate()
+                .with_min_len(PREPARE_BLOCKS_PER_TASK.div_ceil(nb))
+                .for_each(row);
+        } else {
+            p.d.chunks_mut(nb)
+                .zip(p.s.chunks_mut(nb))
+                .zip(p.groups.chunks_mut(8 * nb))
+                .zip(p.correction.chunks_mut(nb))
+                .enumerate()
+                .for_each(row);
         }
         p
     }
@@ -159,18 +202,16 @@ impl PreparedActivations {
     pub(crate) fn serves(&self, ty: GgmlType) -> bool {
         layout(ty).is_some_and(|(offset, with_min, _)| (offset, with_min) == self.key)
     }
+}
 
-    fn push_block(&mut self, d: f32, qs: &[i8; 32], offset: i32) {
-        self.d.push(d);
-        for g in qs.chunks_exact(4) {
-            self.groups.push(i32::from_le_bytes([
-                g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
-            ]));
-        }
-        if offset != 0 {
-            let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-            self.correction.push(-offset * sum);
-        }
+/// One block's quants as eight little-endian `i32` groups of four, and `-offset · Σ quants`
+/// (zero for the types without an offset).
+fn prepare_block(qs: &[i8; 32], offset: i32, groups: &mut [i32], correction: &mut i32) {
+    for (g, q) in groups.iter_mut().zip(qs.chunks_exact(4)) {
+        *g = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+    }
+    if offset != 0 {
+        *correction = -offset * qs.iter().map(|&q| i32::from(q)).sum::<i32>();
     }
 }
 
