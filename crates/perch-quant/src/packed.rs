@@ -124,6 +124,12 @@ pub(crate) struct PreparedActivations {
     correction: Vec<i32>,
 }
 
+/// One row's parts of the prepared arrays, zipped: `((d, s), groups), correction`.
+type RowParts<'a> = (
+    ((&'a mut [f32], &'a mut [f32]), &'a mut [i32]),
+    &'a mut [i32],
+);
+
 /// Blocks of activations per parallel task when preparing them: below this a product's rows
 /// are prepared on the calling thread (a fork costs about as much as this many blocks).
 const PREPARE_BLOCKS_PER_TASK: usize = 128;
@@ -148,10 +154,7 @@ impl PreparedActivations {
         if n == 0 {
             return p;
         }
-        let row = |(r, (((d, s), groups), correction)): (
-            usize,
-            (((&mut [f32], &mut [f32]), &mut [i32]), &mut [i32]),
-        )| {
+        let row = |(r, (((d, s), groups), correction)): (usize, RowParts<'_>)| {
             let bytes = x.row(r);
             if with_min {
                 let blocks = as_blocks::<BlockQ8_1>(bytes).expect("Q8_1 rows");
