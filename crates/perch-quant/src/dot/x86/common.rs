@@ -158,6 +158,13 @@ pub(crate) mod mul_avx2 {
         mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
     }
 
+    /// `acc + vpmaddwd(a, b)`: pairs of `i16` products summed into `i32` lanes, added on.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+
     /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits
     /// 4 and 5): `(lo & m4) | (hi & m3)`, `m4` = 0x0F and `m3` = 0x30 in every byte.
     #[inline]
@@ -212,6 +219,14 @@ pub(crate) mod mul_vnni {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     fn offset_sum(u: __m256i, offset: i8, y: __m256i) -> __m256i {
         _mm256_sub_epi32(mul_sum_us8(u, y), mul_sum_us8(_mm256_set1_epi8(offset), y))
+    }
+
+    /// `acc + vpmaddwd(a, b)` as one `vpdpwssd`: pairs of `i16` products summed into `i32`
+    /// lanes, added on (without saturation, as the two instructions).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub(crate) fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
     }
 
     /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits

@@ -189,14 +189,15 @@ macro_rules! k_kernels {
             )
         }
 
-        /// `Σ` of two vectors of four-product sums, each lane times its scale: `pa`'s lanes
-        /// (per 128-bit lane) by the first scale of `sc`'s lane, `pb`'s by the second (see
-        /// [`scale_pair`]). Exact: a lane of four products of a 6-bit unsigned quant and a
-        /// Q8_K quant is at most 4 · 63 · 127 = 32004, so the packing to 16 bits is lossless.
+        /// `acc +` the sum of two vectors of four-product sums, each lane times its scale:
+        /// `pa`'s lanes (per 128-bit lane) by the first scale of `sc`'s lane, `pb`'s by the
+        /// second (see [`scale_pair`]). Exact: a lane of four products of a 6-bit unsigned
+        /// quant and a Q8_K quant is at most 4 · 63 · 127 = 32004, so the packing to 16 bits
+        /// is lossless.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn scaled_pair(pa: __m256i, pb: __m256i, sc: __m256i) -> __m256i {
-            _mm256_madd_epi16(_mm256_packs_epi32(pa, pb), sc)
+        fn scaled_pair(acc: __m256i, pa: __m256i, pb: __m256i, sc: __m256i) -> __m256i {
+            madd_acc(acc, _mm256_packs_epi32(pa, pb), sc)
         }
 
         /// The sums of `a`'s and `b`'s eight lanes, exactly, as `f32` (the nearest to each
@@ -276,8 +277,7 @@ macro_rules! k_kernels {
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
                 let pa = mul_sum_us8(lo, q8(yb, 2 * j));
                 let pb = mul_sum_us8(hi, q8(yb, 2 * j + 1));
-                sumi =
-                    _mm256_add_epi32(sumi, scaled_pair(pa, pb, scale_pair(scb, 2 * j, 2 * j + 1)));
+                sumi = scaled_pair(sumi, pa, pb, scale_pair(scb, 2 * j, 2 * j + 1));
             }
             (sumi, mvec)
         }
@@ -422,8 +422,7 @@ macro_rules! k_kernels {
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
                 let pa = mul_sum_us8(lo, q8(yb, 2 * j));
                 let pb = mul_sum_us8(hi, q8(yb, 2 * j + 1));
-                sumi =
-                    _mm256_add_epi32(sumi, scaled_pair(pa, pb, scale_pair(scb, 2 * j, 2 * j + 1)));
+                sumi = scaled_pair(sumi, pa, pb, scale_pair(scb, 2 * j, 2 * j + 1));
             }
             (sumi, mvec)
         }
@@ -463,7 +462,7 @@ macro_rules! k_kernels {
                     let c = 4 * h + k;
                     let pa = mul_sum_us8(q[k], q8(yb, c));
                     let pb = mul_sum_us8(q[k + 1], q8(yb, c + 1));
-                    sumi = _mm256_add_epi32(sumi, scaled_pair(pa, pb, scale_pair(eo, c, c + 1)));
+                    sumi = scaled_pair(sumi, pa, pb, scale_pair(eo, c, c + 1));
                 }
             }
             sumi
@@ -581,10 +580,7 @@ macro_rules! k_kernels {
                     let v = _mm256_shuffle_epi8(table, nibbles32(qs));
                     let yv = q8(yb, ib);
                     let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(yv, v));
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        _mm256_madd_epi16(p16, _mm256_set1_epi16(*l as i16)),
-                    );
+                    sumi = madd_acc(sumi, p16, _mm256_set1_epi16(*l as i16));
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
