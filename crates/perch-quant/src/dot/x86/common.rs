@@ -166,7 +166,8 @@ pub(crate) mod mul_avx2 {
     }
 
     /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits
-    /// 4 and 5): `(lo & m4) | (hi & m3)`, `m4` = 0x0F and `m3` = 0x30 in every byte.
+    /// 4 and 5, and bits 6 and 7 of `hi` zero): `(lo & m4) | (hi & m3)`, `m4` = 0x0F and
+    /// `m3` = 0x30 in every byte.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn q6_merge(lo: __m256i, hi: __m256i, m4: __m256i, m3: __m256i) -> __m256i {
@@ -230,14 +231,13 @@ pub(crate) mod mul_vnni {
     }
 
     /// Six-bit quants from four low bits of `lo` and two high bits of `hi` (already at bits
-    /// 4 and 5): `(lo & m4) | (hi & m3)` as one bitwise select under `m4` (`vpternlogd`)
-    /// and one mask, `m4` = 0x0F and `m3` = 0x30 in every byte.
+    /// 4 and 5, and bits 6 and 7 of `hi` zero): `(lo & m4) | (hi & m3)` as one bitwise select
+    /// under `m4` (`vpternlogd`), `m4` = 0x0F in every byte.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-    pub(crate) fn q6_merge(lo: __m256i, hi: __m256i, m4: __m256i, m3: __m256i) -> __m256i {
+    pub(crate) fn q6_merge(lo: __m256i, hi: __m256i, m4: __m256i, _m3: __m256i) -> __m256i {
         // 0xE4: `m4 ? lo : hi`, bit by bit.
-        let sel = _mm256_ternarylogic_epi32::<0xE4>(lo, hi, m4);
-        _mm256_and_si256(sel, _mm256_or_si256(m4, m3))
+        _mm256_ternarylogic_epi32::<0xE4>(lo, hi, m4)
     }
 
     /// A Q4_0 block's products: its nibbles `nib` (unpacked, `0..16`) minus 8, times `y`,

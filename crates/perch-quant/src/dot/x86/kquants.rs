@@ -387,13 +387,19 @@ macro_rules! k_kernels {
             m4: __m256i,
             m3: __m256i,
         ) -> [__m256i; 4] {
+            // The two high bits of quant `k` are bits `2k, 2k + 1` of each `qh` byte. Split
+            // into the bits of quants 0 and 2 and those of 1 and 3, every shift below leaves
+            // zeros at bits 6 and 7 of each byte (what `q6_merge` takes from `hi`), including
+            // the bits a 16-bit shift carries across bytes.
+            let even = _mm256_and_si256(qh, _mm256_set1_epi8(0x33));
+            let odd = _mm256_and_si256(qh, _mm256_set1_epi8(0xccu8 as i8));
             [
-                q6_merge(ql0, _mm256_slli_epi16::<4>(qh), m4, m3),
-                q6_merge(ql1, _mm256_slli_epi16::<2>(qh), m4, m3),
-                q6_merge(_mm256_srli_epi16::<4>(ql0), qh, m4, m3),
+                q6_merge(ql0, _mm256_slli_epi16::<4>(even), m4, m3),
+                q6_merge(ql1, _mm256_slli_epi16::<2>(odd), m4, m3),
+                q6_merge(_mm256_srli_epi16::<4>(ql0), even, m4, m3),
                 q6_merge(
                     _mm256_srli_epi16::<4>(ql1),
-                    _mm256_srli_epi16::<2>(qh),
+                    _mm256_srli_epi16::<2>(odd),
                     m4,
                     m3,
                 ),
