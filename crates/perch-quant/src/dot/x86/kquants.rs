@@ -19,9 +19,10 @@
 //! VNNI), two such vectors of different sub-blocks are packed to `i16` (lossless: at most
 //! 4 · 63 · 127 per lane) and multiplied by their two scales with one `vpmaddwd`
 //! (`scaled_pair`); `S` and `M`, or two super-blocks' `S`, share one horizontal reduction.
-//! In L1 the one-row Q4_K, Q5_K and Q6_K products now take about 24%, 23% and 14% less
-//! time: 1.08, 1.30 and 1.03 of ggml's speed, from 0.82, 1.02 and 0.89
-//! (`cargo xtask bench kernels`).
+//! Under VNNI the scaled pairs are added with one `vpdpwssd`, and Q6_K's merge of low and
+//! high bits is one `vpternlogd`. In L1 the one-row Q4_K, Q5_K and Q6_K products now take
+//! about 27%, 21% and 18% less time: 1.10, 1.32 and 1.11 of ggml's speed, from 0.82, 1.02
+//! and 0.89 (`cargo xtask bench kernels`).
 //!
 //! Activation quants must lie in `[-127, 127]`, as ggml's and perch's Q8_K quantizer makes
 //! them.
