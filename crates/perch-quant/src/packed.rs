@@ -181,22 +181,19 @@ impl PreparedActivations {
                 }
             }
         };
-        if n >= 2 * PREPARE_BLOCKS_PER_TASK {
-            p.d.par_chunks_mut(nb)
-                .zip(p.s.par_chunks_mut(nb))
-                .zip(p.groups.par_chunks_mut(8 * nb))
-                .zip(p.correction.par_chunks_mut(nb))
-                .enumerate()
-                .with_min_len(PREPARE_BLOCKS_PER_TASK.div_ceil(nb))
-                .for_each(row);
+        // Below two tasks' worth of blocks, one task: rayon runs it on the calling thread.
+        let min_rows = if n >= 2 * PREPARE_BLOCKS_PER_TASK {
+            PREPARE_BLOCKS_PER_TASK.div_ceil(nb)
         } else {
-            p.d.chunks_mut(nb)
-                .zip(p.s.chunks_mut(nb))
-                .zip(p.groups.chunks_mut(8 * nb))
-                .zip(p.correction.chunks_mut(nb))
-                .enumerate()
-                .for_each(row);
-        }
+            x.rows()
+        };
+        p.d.par_chunks_mut(nb)
+            .zip(p.s.par_chunks_mut(nb))
+            .zip(p.groups.par_chunks_mut(8 * nb))
+            .zip(p.correction.par_chunks_mut(nb))
+            .enumerate()
+            .with_min_len(min_rows)
+            .for_each(row);
         p
     }
 

@@ -225,10 +225,9 @@ macro_rules! k_kernels {
             out
         }
 
-        /// Requests the cache lines of the super-block `DIST` bytes past `xb`, without a bound:
-        /// a prefetch never faults, and past a row's end it fetches the next row, which a
-        /// matrix product reads next. For the one-row kernels, whose L1 speed counts every
-        /// instruction of the block loop.
+        /// Requests the cache lines of the super-block `DIST` bytes past `xb` (weights stream
+        /// from memory in a matrix × vector product), without a bound: a prefetch never
+        /// faults, and past a row's end it fetches the next row, which the product reads next.
         #[inline]
         #[target_feature(enable = $feat)]
         fn prefetch_ahead<B>(xb: &B) {
@@ -241,43 +240,40 @@ macro_rules! k_kernels {
             }
         }
 
-        /// Requests the cache lines of the super-block `DIST` bytes past `xb` (weights
-        /// stream from memory in a matrix × vector product), up to `SLACK` bytes past the row's
-        /// end `end` (into the next row, which the product reads next). A prefetch is only a
-        /// hint: it never faults, whatever the address.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn prefetch_block<B>(xb: &B, end: *const u8) {
-            const DIST: usize = 1024;
-            const SLACK: usize = 2048;
-            let base = (xb as *const B).cast::<u8>().wrapping_add(DIST);
-            let ahead = end.wrapping_add(SLACK);
-            let mut off = 0;
-            while off < core::mem::size_of::<B>() + 63 {
-                let next = base.wrapping_add(off);
-                if next < ahead {
-                    _mm_prefetch::<_MM_HINT_T0>(next.cast());
-                }
-                off += 64;
-            }
-        }
-
         /// One Q4_K super-block's integers against Q8_K: the quants × scales `S` and the
         /// minimums × Q8_K's sums `M`, each as eight lanes whose sums are exact.
         #[inline]
         #[target_feature(enable = $feat)]
         fn q4_k_ints(xb: &BlockQ4K, yb: &BlockQ8K) -> (__m256i, __m256i) {
             let m4 = _mm256_set1_epi8(0x0f);
-            let [sc, mn] = k4_scales_mins_u64(&xb.scales);
+            let mut q = [[_mm256_setzero_si256(); 2]; 4];
+            for (j, qj) in q.iter_mut().enumerate() {
+                let v = load32u(&xb.qs[32 * j..]);
+                *qj = [
+                    _mm256_and_si256(v, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
+                ];
+            }
+            min_type_ints(&xb.scales, yb, &q)
+        }
+
+        /// `S` and `M` of a Q4_K or Q5_K super-block from its packed scales and minimums and
+        /// its quants `q[j]` (sub-blocks `2j` and `2j + 1`, unsigned bytes), as eight lanes
+        /// each whose sums are exact.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn min_type_ints(
+            scales: &[u8; 12],
+            yb: &BlockQ8K,
+            q: &[[__m256i; 2]; 4],
+        ) -> (__m256i, __m256i) {
+            let [sc, mn] = k4_scales_mins_u64(scales);
             let scb = u8x8_both(sc);
             let mvec = _mm256_madd_epi16(bsums(yb), u8x8_twice(mn));
             let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q = load32u(&xb.qs[32 * j..]);
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let pa = mul_sum_us8(lo, q8(yb, 2 * j));
-                let pb = mul_sum_us8(hi, q8(yb, 2 * j + 1));
+            for (j, [lo, hi]) in q.iter().enumerate() {
+                let pa = mul_sum_us8(*lo, q8(yb, 2 * j));
+                let pb = mul_sum_us8(*hi, q8(yb, 2 * j + 1));
                 sumi = scaled_pair(sumi, pa, pb, scale_pair(scb, 2 * j, 2 * j + 1));
             }
             (sumi, mvec)
@@ -415,23 +411,19 @@ macro_rules! k_kernels {
             let m4 = _mm256_set1_epi8(0x0f);
             let one = _mm256_set1_epi8(1);
             let two = _mm256_set1_epi8(2);
-            let [sc, mn] = k4_scales_mins_u64(&xb.scales);
-            let scb = u8x8_both(sc);
-            let mvec = _mm256_madd_epi16(bsums(yb), u8x8_twice(mn));
             let mut hb = load32(&xb.qh);
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q = load32u(&xb.qs[32 * j..]);
+            let mut q = [[_mm256_setzero_si256(); 2]; 4];
+            for (j, qj) in q.iter_mut().enumerate() {
+                let v = load32u(&xb.qs[32 * j..]);
                 let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one));
                 let h1 = _mm256_slli_epi16::<3>(_mm256_and_si256(hb, two));
                 hb = _mm256_srli_epi16::<2>(hb);
-                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
-                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h1);
-                let pa = mul_sum_us8(lo, q8(yb, 2 * j));
-                let pb = mul_sum_us8(hi, q8(yb, 2 * j + 1));
-                sumi = scaled_pair(sumi, pa, pb, scale_pair(scb, 2 * j, 2 * j + 1));
+                *qj = [
+                    _mm256_or_si256(_mm256_and_si256(v, m4), h0),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), m4), h1),
+                ];
             }
-            (sumi, mvec)
+            min_type_ints(&xb.scales, yb, &q)
         }
 
         /// Q5_K · Q8_K, as [`q4_k`].
@@ -503,12 +495,11 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let end = x.as_ptr_range().end.cast::<u8>();
             let m3 = _mm256_set1_epi8(3);
             let one = _mm256_set1_epi8(1);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                prefetch_block(xb, end);
+                prefetch_ahead(xb);
                 let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let sc = q3k_scales(&xb.scales);
                 // SAFETY: `sc` is 16 readable bytes; unaligned load.
@@ -539,13 +530,12 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let end = x.as_ptr_range().end.cast::<u8>();
             let m3 = _mm256_set1_epi8(3);
             let m4 = _mm_set1_epi8(0x0f);
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
-                prefetch_block(xb, end);
+                prefetch_ahead(xb);
                 let yd = yb.d.get();
                 let (xd, xmin) = h2f2(xb.d.to_bits(), xb.dmin.to_bits());
                 let dall = yd * xd;
@@ -574,11 +564,10 @@ macro_rules! k_kernels {
         #[target_feature(enable = $feat)]
         pub(crate) fn iq4_xs(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
             assert_eq!(x.len(), y.len(), "block counts");
-            let end = x.as_ptr_range().end.cast::<u8>();
             let table = table16(&KVALUES_IQ4NL);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                prefetch_block(xb, end);
+                prefetch_ahead(xb);
                 let d = h2f2(xb.d.to_bits(), 0).0 * yb.d.get();
                 let ls = iq4xs_scales(xb);
                 let mut sumi = _mm256_setzero_si256();
